@@ -1,0 +1,203 @@
+"""Every environment variable scorer reads, in one place, read once into a frozen object.
+
+SageMaker configures a container through environment variables (the ``SAGEMAKER_*``
+names below are the platform's and the sagemaker-inference toolkit's). scorer adds
+``SCORER_*`` names for what the platform leaves open: every path that defaults to
+``/opt/ml/...`` or ``/etc/...`` can be moved, so the server also runs as a normal user.
+
+Nothing here is read at import time: call :func:`load_config` with a mapping (usually
+``os.environ``) at start-up and pass the result down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from scorer.errors import ConfigError
+
+# --- SageMaker platform / toolkit names -------------------------------------------------
+MULTI_MODEL = "SAGEMAKER_MULTI_MODEL"
+BIND_TO_PORT = "SAGEMAKER_BIND_TO_PORT"
+SAFE_PORT_RANGE = "SAGEMAKER_SAFE_PORT_RANGE"
+MODEL_SERVER_WORKERS = "SAGEMAKER_MODEL_SERVER_WORKERS"
+MODEL_SERVER_TIMEOUT = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
+MODEL_SERVER_TIMEOUT_SECONDS = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
+MODEL_SERVER_VMARGS = "SAGEMAKER_MODEL_SERVER_VMARGS"
+STARTUP_TIMEOUT = "SAGEMAKER_STARTUP_TIMEOUT"
+PROGRAM = "SAGEMAKER_PROGRAM"
+DEFAULT_INVOCATIONS_ACCEPT = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+MAX_REQUEST_SIZE = "SAGEMAKER_MAX_REQUEST_SIZE"
+MAX_PAYLOAD_IN_MB = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
+LOG_LEVEL = "SAGEMAKER_CONTAINER_LOG_LEVEL"
+BATCH = "SAGEMAKER_BATCH"
+BATCH_STRATEGY = "SAGEMAKER_BATCH_STRATEGY"
+MAX_CONCURRENT_TRANSFORMS = "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS"
+
+# --- scorer's own names -----------------------------------------------------------------
+MODEL_DIR = "SCORER_MODEL_DIR"  # single-model: where SageMaker extracts model.tar.gz
+MODELS_ROOT = "SCORER_MODELS_ROOT"  # multi-model: under which POST /models urls must lie
+MMS_CONFIG_PATH = "SCORER_MMS_CONFIG"  # the MMS properties file scorer writes
+RUN_DIR = "SCORER_RUN_DIR"  # MMS temp dir, pid file, logs, per-model packages
+ALLOW_PICKLE = "SCORER_ALLOW_PICKLE"  # opt-in: full (unsafe) torch.load of pickles
+DEVICE = "SCORER_DEVICE"  # auto | cpu | cuda
+THREADS_PER_WORKER = "SCORER_THREADS_PER_WORKER"
+INSTALL_REQUIREMENTS = "SCORER_INSTALL_REQUIREMENTS"  # per-model code/requirements.txt
+PIP_ARGS = "SCORER_PIP_ARGS"  # extra pip arguments for per-model installs
+
+SAGEMAKER_PAYLOAD_LIMIT = 6 * 1024 * 1024  # InvokeEndpoint Body maximum (botocore model)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The server's configuration, as read once from the environment at start-up."""
+
+    multi_model: bool
+    port: int
+    safe_port_range: tuple[int, int] | None
+    workers: int | None
+    timeout_seconds: int
+    startup_timeout_seconds: int
+    vmargs: str
+    program: str
+    default_accept: str
+    max_request_size: int
+    log_level: str
+    model_dir: Path
+    models_root: Path
+    mms_config_path: Path
+    run_dir: Path
+    allow_pickle: bool
+    device: str
+    threads_per_worker: int | None
+    install_requirements: bool
+    pip_args: tuple[str, ...]
+    batch: bool
+    batch_strategy: str
+    max_concurrent_transforms: int
+    max_payload_in_mb: int
+
+    @property
+    def packages_dir(self) -> Path:
+        """Where per-model ``code/requirements.txt`` installs are cached."""
+        return self.run_dir / "packages"
+
+    @property
+    def mms_tmp_dir(self) -> Path:
+        """The temp dir MMS uses for its pid file and worker sockets."""
+        return self.run_dir / "tmp"
+
+    @property
+    def log_dir(self) -> Path:
+        """Where MMS writes its logs."""
+        return self.run_dir / "logs"
+
+
+def _bool(environ: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = environ.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{key} must be true or false, got {raw!r}")
+
+
+def _int(
+    environ: Mapping[str, str], key: str, default: int | None, minimum: int = 0
+) -> int | None:
+    raw = environ.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+    return value
+
+
+def _port_range(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    raw = environ.get(SAFE_PORT_RANGE)
+    if not raw:
+        return None
+    try:
+        low, high = (int(part) for part in raw.split("-"))
+    except ValueError:
+        raise ConfigError(f"{SAFE_PORT_RANGE} must look like 'XXXX-YYYY', got {raw!r}") from None
+    if not 0 < low <= high < 65536:
+        raise ConfigError(f"{SAFE_PORT_RANGE} is not a valid port range: {raw!r}")
+    return low, high
+
+
+def _max_request_size(environ: Mapping[str, str]) -> int:
+    size = _int(environ, MAX_REQUEST_SIZE, None, minimum=1)
+    if size is not None:
+        return size
+    megabytes = _int(environ, MAX_PAYLOAD_IN_MB, None, minimum=1)
+    if megabytes is not None:
+        return megabytes * 1024 * 1024
+    return SAGEMAKER_PAYLOAD_LIMIT
+
+
+def _timeout_seconds(environ: Mapping[str, str]) -> int:
+    # The toolkit's SAGEMAKER_MODEL_SERVER_TIMEOUT ends up in MMS's default_response_timeout,
+    # which MMS reads as *minutes* (aws/sagemaker-inference-toolkit#99). scorer reads it as
+    # seconds, as the SageMaker documentation describes it; the explicit _SECONDS name wins.
+    seconds = _int(environ, MODEL_SERVER_TIMEOUT_SECONDS, None, minimum=1)
+    if seconds is None:
+        seconds = _int(environ, MODEL_SERVER_TIMEOUT, 60, minimum=1)
+    assert seconds is not None
+    return seconds
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Read the server configuration from ``environ`` (default: ``os.environ``).
+
+    Raises:
+        ConfigError: a variable is set to a value that cannot be used.
+    """
+    env = os.environ if environ is None else environ
+    port = _int(env, BIND_TO_PORT, 8080, minimum=1)
+    assert port is not None
+    if port >= 65536:
+        raise ConfigError(f"{BIND_TO_PORT} is not a valid port: {port}")
+    device = env.get(DEVICE, "auto").strip().lower() or "auto"
+    if device not in {"auto", "cpu", "cuda"}:
+        raise ConfigError(f"{DEVICE} must be auto, cpu or cuda, got {device!r}")
+    run_dir = Path(env.get(RUN_DIR) or "/tmp/scorer")
+    startup = _int(env, STARTUP_TIMEOUT, 600, minimum=1)
+    concurrent = _int(env, MAX_CONCURRENT_TRANSFORMS, 1, minimum=1)
+    payload_mb = _int(env, MAX_PAYLOAD_IN_MB, 6, minimum=1)
+    assert startup is not None and concurrent is not None and payload_mb is not None
+    return ServerConfig(
+        multi_model=_bool(env, MULTI_MODEL, False),
+        port=port,
+        safe_port_range=_port_range(env),
+        workers=_int(env, MODEL_SERVER_WORKERS, None, minimum=1),
+        timeout_seconds=_timeout_seconds(env),
+        startup_timeout_seconds=startup,
+        vmargs=env.get(MODEL_SERVER_VMARGS, "-XX:-UseContainerSupport -XX:+UseG1GC"),
+        program=env.get(PROGRAM, "inference.py"),
+        default_accept=env.get(DEFAULT_INVOCATIONS_ACCEPT, "application/json"),
+        max_request_size=_max_request_size(env),
+        log_level=env.get(LOG_LEVEL, "INFO"),
+        model_dir=Path(env.get(MODEL_DIR) or "/opt/ml/model"),
+        models_root=Path(env.get(MODELS_ROOT) or "/opt/ml/models"),
+        mms_config_path=Path(env.get(MMS_CONFIG_PATH) or "/etc/sagemaker-mms.properties"),
+        run_dir=run_dir,
+        allow_pickle=_bool(env, ALLOW_PICKLE, False),
+        device=device,
+        threads_per_worker=_int(env, THREADS_PER_WORKER, None, minimum=1),
+        install_requirements=_bool(env, INSTALL_REQUIREMENTS, True),
+        pip_args=tuple(env.get(PIP_ARGS, "").split()),
+        batch=_bool(env, BATCH, False),
+        batch_strategy=env.get(BATCH_STRATEGY, "MULTI_RECORD"),
+        max_concurrent_transforms=concurrent,
+        max_payload_in_mb=payload_mb,
+    )
