@@ -1,0 +1,111 @@
+"""Image decoding and preprocessing: bytes -> PIL image -> normalised batch tensor.
+
+The serving chain and the demo model's training use these same functions, so what a
+model sees in production is exactly what it was trained on.
+
+Speed: JPEGs are decoded at reduced size (``Image.draft``) when the target is much
+smaller than the image, and resizing happens on uint8 pixels; float conversion and
+normalisation run once per batch.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from scorer.errors import BadRequestError, PayloadTooLargeError
+from scorer.models.spec import InputSpec
+
+# A decoded image larger than this is refused before its pixels are allocated.
+MAX_IMAGE_PIXELS = 50_000_000
+MAX_ASPECT_RATIO = 50.0
+
+
+def decode_image(data: bytes, target: int | None = None) -> Image.Image:
+    """Decode image bytes (JPEG, PNG, WebP, ...) into an RGB PIL image.
+
+    Args:
+        data: the encoded image.
+        target: the smallest side the caller will resize to; JPEGs are decoded at the
+            smallest DCT scale that still covers it.
+
+    Raises:
+        BadRequestError: empty, corrupt, truncated or absurdly shaped image.
+        PayloadTooLargeError: the image declares more than ``MAX_IMAGE_PIXELS`` pixels.
+    """
+    if not data:
+        raise BadRequestError("empty request body: expected image bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise PayloadTooLargeError(
+                    f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS} pixels"
+                )
+            if width < 1 or height < 1 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+                raise BadRequestError(
+                    f"image is {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO:g} is refused"
+                )
+            if target is not None and img.format == "JPEG":
+                img.draft("RGB", (target, target))
+            img.load()
+    except (PayloadTooLargeError, BadRequestError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLargeError(f"image too large to decode safely: {exc}") from None
+    except UnidentifiedImageError:
+        raise BadRequestError("request body is not a decodable image (JPEG, PNG, WebP)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadRequestError(f"corrupt or truncated image: {exc}") from None
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+def resize_image(img: Image.Image, spec: InputSpec) -> Image.Image:
+    """Resize (and crop or pad) one RGB image to ``spec.size`` square, per ``spec.policy``."""
+    size = spec.size
+    width, height = img.size
+    if spec.policy == "resize":
+        return img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if spec.policy == "letterbox":
+        scale = size / max(width, height)
+        new = (max(1, round(width * scale)), max(1, round(height * scale)))
+        resized = img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
+        fill = tuple(int(round(m * 255)) for m in spec.mean)
+        canvas = Image.new("RGB", (size, size), fill)
+        canvas.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
+        return canvas
+    # resize_center_crop: shorter side to spec.resize, then the central size x size
+    scale = spec.resize / min(width, height)
+    new = (max(size, round(width * scale)), max(size, round(height * scale)))
+    resized = img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    left = (new[0] - size) // 2
+    top = (new[1] - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
+def decode_target(spec: InputSpec) -> int:
+    """The smallest side a JPEG must be decoded at to serve ``spec`` without upsampling."""
+    return spec.resize if spec.policy == "resize_center_crop" else spec.size
+
+
+def to_batch(images: Sequence[Image.Image], spec: InputSpec) -> torch.Tensor:
+    """Stack already-resized RGB images into one normalised NCHW float tensor."""
+    arrays = np.stack([np.asarray(img, dtype=np.uint8) for img in images])
+    batch = torch.from_numpy(arrays).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+    return batch.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
+
+
+def preprocess_images(images: Sequence[Image.Image], spec: InputSpec) -> torch.Tensor:
+    """Resize every image per ``spec`` and return the normalised batch tensor."""
+    return to_batch([resize_image(img, spec) for img in images], spec)

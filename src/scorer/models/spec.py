@@ -1,0 +1,180 @@
+"""The versioned JSON spec that describes a creative-scoring model (``spec.json``).
+
+A model directory (an extracted ``model.tar.gz``) holds ``spec.json`` plus its weights:
+
+.. code-block:: json
+
+    {
+      "format": "scorer.model/v1",
+      "name": "demo-creative-scorer",
+      "version": "1.0.0",
+      "architecture": "mobilenet_v3_small",
+      "weights": "model.safetensors",
+      "input": {"size": 224, "resize": 256, "policy": "resize_center_crop",
+                "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+      "heads": [{"name": "sharpness", "kind": "regression"},
+                {"name": "is_clickbait", "kind": "probability"}]
+    }
+
+This module imports no torch: the archive checker and the model cache read specs too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scorer.errors import ModelLoadError
+
+SPEC_FILE = "spec.json"
+SPEC_FORMAT = "scorer.model/v1"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESIZE_POLICIES = ("resize_center_crop", "resize", "letterbox")
+HEAD_KINDS = ("regression", "probability")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an image becomes the network's input tensor."""
+
+    size: int = 224
+    resize: int = 256
+    policy: str = "resize_center_crop"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One named score the model outputs."""
+
+    name: str
+    kind: str = "regression"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's architecture, preprocessing and output heads."""
+
+    name: str
+    version: str
+    architecture: str
+    heads: tuple[HeadSpec, ...]
+    weights: str = "model.safetensors"
+    input: InputSpec = field(default_factory=InputSpec)
+    format: str = SPEC_FORMAT
+
+    @property
+    def head_names(self) -> list[str]:
+        """The output names in network output order."""
+        return [head.name for head in self.heads]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form written to ``spec.json``."""
+        data = asdict(self)
+        data["input"]["mean"] = list(self.input.mean)
+        data["input"]["std"] = list(self.input.std)
+        data["heads"] = [asdict(head) for head in self.heads]
+        return data
+
+    def to_json(self) -> str:
+        """Canonical JSON text (sorted keys, stable across runs)."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Any) -> ModelSpec:
+        """Validate and build a spec from parsed JSON.
+
+        Raises:
+            ModelLoadError: a field is missing or has an unusable value.
+        """
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{SPEC_FILE} must be a JSON object")
+        fmt = data.get("format", SPEC_FORMAT)
+        if fmt != SPEC_FORMAT:
+            raise ModelLoadError(f"{SPEC_FILE}: unsupported format {fmt!r}, expected {SPEC_FORMAT!r}")
+        for key in ("name", "architecture", "heads"):
+            if key not in data:
+                raise ModelLoadError(f"{SPEC_FILE}: missing required field {key!r}")
+        name = str(data["name"])
+        if not _NAME.match(name):
+            raise ModelLoadError(f"{SPEC_FILE}: name {name!r} is not a safe identifier")
+        raw_heads = data["heads"]
+        if not isinstance(raw_heads, list) or not raw_heads:
+            raise ModelLoadError(f"{SPEC_FILE}: 'heads' must be a non-empty list")
+        heads = []
+        for raw in raw_heads:
+            head = HeadSpec(name=str(raw["name"]), kind=str(raw.get("kind", "regression"))) if (
+                isinstance(raw, dict) and "name" in raw
+            ) else None
+            if head is None:
+                raise ModelLoadError(f"{SPEC_FILE}: every head needs a 'name'")
+            if head.kind not in HEAD_KINDS:
+                raise ModelLoadError(
+                    f"{SPEC_FILE}: head {head.name!r} has kind {head.kind!r}, expected one of {HEAD_KINDS}"
+                )
+            heads.append(head)
+        names = [h.name for h in heads]
+        if len(set(names)) != len(names):
+            raise ModelLoadError(f"{SPEC_FILE}: head names must be unique, got {names}")
+        raw_input = data.get("input", {})
+        if not isinstance(raw_input, dict):
+            raise ModelLoadError(f"{SPEC_FILE}: 'input' must be an object")
+        try:
+            inp = InputSpec(
+                size=int(raw_input.get("size", 224)),
+                resize=int(raw_input.get("resize", raw_input.get("size", 224) * 256 // 224)),
+                policy=str(raw_input.get("policy", "resize_center_crop")),
+                mean=_triple(raw_input.get("mean", IMAGENET_MEAN)),
+                std=_triple(raw_input.get("std", IMAGENET_STD)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{SPEC_FILE}: invalid 'input': {exc}") from None
+        if not 8 <= inp.size <= 4096 or inp.resize < inp.size:
+            raise ModelLoadError(f"{SPEC_FILE}: input size {inp.size}/resize {inp.resize} invalid")
+        if inp.policy not in RESIZE_POLICIES:
+            raise ModelLoadError(
+                f"{SPEC_FILE}: input policy {inp.policy!r} not one of {RESIZE_POLICIES}"
+            )
+        if any(s <= 0 for s in inp.std):
+            raise ModelLoadError(f"{SPEC_FILE}: input std must be positive")
+        weights = str(data.get("weights", "model.safetensors"))
+        if "/" in weights or "\\" in weights or weights.startswith("."):
+            raise ModelLoadError(f"{SPEC_FILE}: weights must be a file name at the model root")
+        return cls(
+            name=name,
+            version=str(data.get("version", "0")),
+            architecture=str(data["architecture"]),
+            heads=tuple(heads),
+            weights=weights,
+            input=inp,
+            format=fmt,
+        )
+
+    @classmethod
+    def read(cls, model_dir: Path) -> ModelSpec:
+        """Read ``spec.json`` from a model directory.
+
+        Raises:
+            ModelLoadError: the file is missing, not JSON, or invalid.
+        """
+        path = Path(model_dir) / SPEC_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ModelLoadError(f"{SPEC_FILE} not found in the model directory") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelLoadError(f"{SPEC_FILE} is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+def _triple(value: Any) -> tuple[float, float, float]:
+    items = [float(v) for v in value]
+    if len(items) != 3:
+        raise ValueError("mean/std need exactly 3 values (RGB)")
+    return items[0], items[1], items[2]
