@@ -49,7 +49,11 @@ def decode_image(data: bytes, target: int | None = None) -> Image.Image:
                 raise PayloadTooLargeError(
                     f"image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS} pixels"
                 )
-            if width < 1 or height < 1 or max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+            if (
+                width < 1
+                or height < 1
+                or max(width, height) / min(width, height) > MAX_ASPECT_RATIO
+            ):
                 raise BadRequestError(
                     f"image is {width}x{height}: aspect ratio above {MAX_ASPECT_RATIO:g} is refused"
                 )
@@ -79,7 +83,7 @@ def resize_image(img: Image.Image, spec: InputSpec) -> Image.Image:
         scale = size / max(width, height)
         new = (max(1, round(width * scale)), max(1, round(height * scale)))
         resized = img.resize(new, Image.Resampling.BILINEAR, reducing_gap=3.0)
-        fill = tuple(int(round(m * 255)) for m in spec.mean)
+        fill = tuple(round(m * 255) for m in spec.mean)
         canvas = Image.new("RGB", (size, size), fill)
         canvas.paste(resized, ((size - new[0]) // 2, (size - new[1]) // 2))
         return canvas

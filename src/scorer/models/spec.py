@@ -97,7 +97,9 @@ class ModelSpec:
             raise ModelLoadError(f"{SPEC_FILE} must be a JSON object")
         fmt = data.get("format", SPEC_FORMAT)
         if fmt != SPEC_FORMAT:
-            raise ModelLoadError(f"{SPEC_FILE}: unsupported format {fmt!r}, expected {SPEC_FORMAT!r}")
+            raise ModelLoadError(
+                f"{SPEC_FILE}: unsupported format {fmt!r}, expected {SPEC_FORMAT!r}"
+            )
         for key in ("name", "architecture", "heads"):
             if key not in data:
                 raise ModelLoadError(f"{SPEC_FILE}: missing required field {key!r}")
@@ -109,14 +111,17 @@ class ModelSpec:
             raise ModelLoadError(f"{SPEC_FILE}: 'heads' must be a non-empty list")
         heads = []
         for raw in raw_heads:
-            head = HeadSpec(name=str(raw["name"]), kind=str(raw.get("kind", "regression"))) if (
-                isinstance(raw, dict) and "name" in raw
-            ) else None
+            head = (
+                HeadSpec(name=str(raw["name"]), kind=str(raw.get("kind", "regression")))
+                if (isinstance(raw, dict) and "name" in raw)
+                else None
+            )
             if head is None:
                 raise ModelLoadError(f"{SPEC_FILE}: every head needs a 'name'")
             if head.kind not in HEAD_KINDS:
                 raise ModelLoadError(
-                    f"{SPEC_FILE}: head {head.name!r} has kind {head.kind!r}, expected one of {HEAD_KINDS}"
+                    f"{SPEC_FILE}: head {head.name!r} has kind {head.kind!r}, "
+                    f"expected one of {HEAD_KINDS}"
                 )
             heads.append(head)
         names = [h.name for h in heads]

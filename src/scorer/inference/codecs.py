@@ -1,0 +1,224 @@
+"""Request decoding and response encoding, as registries keyed by content type.
+
+Tensor formats (JSON arrays, CSV, NPY) are decoded and encoded the way the AWS
+sagemaker-inference toolkit does, so existing clients keep working; but NPY is read with
+``allow_pickle=False`` and every malformed payload is a 400, never a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from scorer.errors import BadRequestError, UnsupportedAcceptError, UnsupportedContentTypeError
+from scorer.inference import content_types as ct
+from scorer.inference.images import decode_image
+
+MAX_JSON_IMAGES = 64
+
+
+@dataclass
+class ImageBatch:
+    """Decoded images from one request; ``single`` when the request held one bare image."""
+
+    images: list[Image.Image]
+    single: bool
+
+
+def _decode_b64(item: Any, index: int, target: int | None) -> Image.Image:
+    if isinstance(item, dict):
+        item = item.get("b64", item.get("image", item.get("data")))
+    if not isinstance(item, str):
+        raise BadRequestError(f"images[{index}] must be a base64 string or {{'b64': ...}}")
+    if item.startswith("data:") and "," in item:  # data URL
+        item = item.split(",", 1)[1]
+    try:
+        raw = base64.b64decode(item, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequestError(f"images[{index}] is not valid base64") from None
+    try:
+        return decode_image(raw, target)
+    except BadRequestError as exc:
+        raise BadRequestError(f"images[{index}]: {exc.message}") from None
+
+
+def _finite_array(value: Any, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequestError(
+            f"{what} must be a rectangular array of numbers (ragged or non-numeric data)"
+        ) from None
+    if array.size == 0:
+        raise BadRequestError(f"{what} is empty")
+    if not np.isfinite(array).all():
+        raise BadRequestError(f"{what} contains NaN or infinity")
+    return array
+
+
+def _reject_constant(name: str) -> float:
+    raise BadRequestError(f"JSON contains {name}, which is not a number")
+
+
+def decode_json(body: bytes, target: int | None) -> ImageBatch | np.ndarray:
+    """JSON: ``{"image": b64}``, ``{"images": [b64, ...]}``, ``{"instances": [...]}`` or an array."""
+    try:
+        data = json.loads(body, parse_constant=_reject_constant)
+    except BadRequestError:
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise BadRequestError(f"malformed JSON: {exc}") from None
+    if isinstance(data, dict):
+        if "image" in data:
+            return ImageBatch([_decode_b64(data["image"], 0, target)], single=True)
+        items = data.get("images", data.get("instances"))
+        if items is None:
+            raise BadRequestError(
+                "JSON object must have 'image' (base64), 'images' (list of base64) "
+                "or 'instances'; or send a JSON array of numbers"
+            )
+        if not isinstance(items, list) or not items:
+            raise BadRequestError("'images' must be a non-empty list")
+        if all(isinstance(i, (str, dict)) for i in items):
+            if len(items) > MAX_JSON_IMAGES:
+                raise BadRequestError(f"at most {MAX_JSON_IMAGES} images per request")
+            return ImageBatch(
+                [_decode_b64(x, i, target) for i, x in enumerate(items)], single=False
+            )
+        return _finite_array(items, "'instances'")
+    if isinstance(data, list):
+        return _finite_array(data, "JSON array")
+    raise BadRequestError("JSON body must be an object or an array")
+
+
+def decode_csv(body: bytes) -> np.ndarray:
+    """CSV of numbers, one row per line (as the toolkit's decoder)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequestError("CSV body is not UTF-8 text") from None
+    rows = [line for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise BadRequestError("CSV body is empty")
+    try:
+        values = [[float(cell) for cell in row.split(",")] for row in rows]
+    except ValueError:
+        raise BadRequestError("CSV must contain only numbers separated by commas") from None
+    if len({len(r) for r in values}) != 1:
+        raise BadRequestError("CSV rows have different numbers of columns")
+    array = _finite_array(values, "CSV")
+    return array[0] if array.shape[0] == 1 and len(rows) == 1 else array
+
+
+def decode_npy(body: bytes) -> np.ndarray:
+    """An ``.npy`` array; object arrays (which need pickle) are refused."""
+    try:
+        array = np.load(io.BytesIO(body), allow_pickle=False)
+    except ValueError as exc:
+        raise BadRequestError(f"NPY payload refused: {exc}") from None
+    except (OSError, EOFError):
+        raise BadRequestError("body is not a valid .npy array") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise BadRequestError("NPY array must be numeric")
+    return _finite_array(array, "NPY array")
+
+
+def decode(body: bytes, content_type: str, target: int | None) -> ImageBatch | np.ndarray:
+    """Decode a request body by its media type.
+
+    Raises:
+        UnsupportedContentTypeError: no decoder for the media type (415).
+        BadRequestError: the body does not match its content type (400).
+    """
+    if content_type in ct.IMAGE_TYPES or content_type.startswith("image/"):
+        return ImageBatch([decode_image(body, target)], single=True)
+    if not body:
+        raise BadRequestError("empty request body")
+    if content_type == ct.JSON:
+        return decode_json(body, target)
+    if content_type == ct.CSV:
+        return decode_csv(body)
+    if content_type == ct.NPY:
+        return decode_npy(body)
+    supported = ", ".join(sorted(ct.IMAGE_TYPES | ct.TENSOR_TYPES))
+    raise UnsupportedContentTypeError(
+        f"unsupported Content-Type {content_type or '(none)'!r}; supported: {supported}"
+    )
+
+
+# --- encoding -------------------------------------------------------------------------------
+
+
+def _json_ready(value: Any) -> Any:
+    """Arrays and numpy scalars to Python; NaN/inf to null, so the body is valid JSON."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def encode_json(value: Any) -> bytes:
+    """JSON text of a value (arrays become nested lists)."""
+    try:
+        return json.dumps(_json_ready(value), allow_nan=False).encode()
+    except TypeError as exc:
+        raise TypeError(f"prediction is not JSON serialisable: {exc}") from None
+
+
+def encode_csv(value: Any) -> bytes:
+    """Rows of comma-separated values (a 1-D array is one row)."""
+    array = np.asarray(value)
+    if array.ndim == 0:
+        array = array.reshape(1, 1)
+    elif array.ndim == 1:
+        array = array.reshape(1, -1)
+    elif array.ndim > 2:
+        array = array.reshape(array.shape[0], -1)
+    stream = io.StringIO()
+    np.savetxt(stream, array, delimiter=",", fmt="%s")
+    return stream.getvalue().encode()
+
+
+def encode_npy(value: Any) -> bytes:
+    """An ``.npy`` array."""
+    stream = io.BytesIO()
+    np.save(stream, np.asarray(value), allow_pickle=False)
+    return stream.getvalue()
+
+
+ENCODERS: dict[str, Callable[[Any], bytes]] = {
+    ct.JSON: encode_json,
+    ct.CSV: encode_csv,
+    ct.NPY: encode_npy,
+}
+
+
+def encode(value: Any, accept: str) -> bytes:
+    """Encode a response value as ``accept``.
+
+    Raises:
+        UnsupportedAcceptError: no encoder for that type (406).
+    """
+    try:
+        encoder = ENCODERS[accept]
+    except KeyError:
+        raise UnsupportedAcceptError(
+            f"unsupported Accept {accept!r}; supported: {', '.join(ENCODERS)}"
+        ) from None
+    return encoder(value)

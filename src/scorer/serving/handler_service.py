@@ -1,0 +1,203 @@
+"""The Multi Model Server handler: MMS imports this module in each model worker process.
+
+MMS calls ``handle(None, context)`` once when the worker loads its model, then
+``handle(batch, context)`` per request batch. This module turns that into calls on the
+model's :class:`scorer.inference.chain.Chain` and maps errors to status codes once:
+
+* :class:`ScorerError` -> its 4xx/5xx status with a JSON ``{"code", "type", "message"}``;
+* host or CUDA out-of-memory -> 507 (load and invoke), as SageMaker's multi-model
+  contract expects (MMS itself maps only ``MemoryError``);
+* anything else -> 500 with a generic message and the request id; the traceback goes to
+  the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scorer.config import ServerConfig, load_config
+from scorer.errors import InsufficientMemoryError, ModelLoadError, ScorerError
+from scorer.inference.chain import Chain
+from scorer.inference.context import CUSTOM_ATTRIBUTES, MAX_CUSTOM_ATTRIBUTES, RequestContext
+from scorer.inference.defaults import CreativeScoringDefaults
+from scorer.serving import requirements
+from scorer.serving.resources import configure_threads, select_device, threads_per_worker
+
+logger = logging.getLogger("scorer.worker")
+
+_OOM_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.cuda.OutOfMemoryError)
+
+
+def _remove_crlf(text: str) -> str:
+    """Netty rejects CR/LF in status phrases and header values."""
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _log_event(event: str, **fields: Any) -> None:
+    logger.info(json.dumps({"event": event, **fields}, default=str, sort_keys=True))
+
+
+class HandlerService:
+    """One model in one MMS worker process: its chain, device and thread budget."""
+
+    def __init__(self, config: ServerConfig, model_name: str, model_dir: Path, gpu_id: Any):
+        self.config = config
+        self.model_name = model_name
+        self.model_dir = model_dir
+        self.device = select_device(config.device, None if gpu_id is None else int(gpu_id))
+        self.chain: Chain | None = None
+
+    def check_model_dir(self) -> None:
+        """In multi-model mode, only directories under the models root may be loaded."""
+        if not self.config.multi_model:
+            return
+        root = self.config.models_root.resolve()
+        if not self.model_dir.resolve().is_relative_to(root):
+            raise ModelLoadError(
+                f"model url {self.model_dir} is outside the models root {root} "
+                f"(set SCORER_MODELS_ROOT to change it)"
+            )
+
+    def initialize(self) -> None:
+        """Install the model's requirements, import its code and call ``model_fn``."""
+        started = time.monotonic()
+        self.check_model_dir()
+        workers = self.config.workers or 1
+        configure_threads(threads_per_worker(self.config.threads_per_worker, workers))
+        code_dir = self.model_dir / "code"
+        if self.config.install_requirements:
+            site = requirements.install_requirements(
+                code_dir, self.config.packages_dir, self.config.pip_args
+            )
+            requirements.activate(site)
+        defaults = CreativeScoringDefaults(
+            self.device, allow_pickle=self.config.allow_pickle, model_name=self.model_name
+        )
+        chain = Chain.for_model_dir(
+            self.model_dir,
+            defaults,
+            program=self.config.program,
+            default_accept=self.config.default_accept,
+        )
+        chain.load(self.model_dir)
+        self.chain = chain
+        _log_event(
+            "model_loaded",
+            model=self.model_name,
+            device=str(self.device),
+            threads=torch.get_num_threads(),
+            user_hooks=chain.customised,
+            ms=round((time.monotonic() - started) * 1000, 1),
+            pid=os.getpid(),
+        )
+
+    def _request_context(self, mms_context: Any, idx: int) -> RequestContext:
+        raw = mms_context.get_all_request_header(idx) or {}
+        headers = {str(k).lower(): v for k, v in raw.items() if isinstance(v, str)}
+        content_type = headers.get("content-type", "")
+        if not content_type:
+            body_meta = raw.get("body")
+            if isinstance(body_meta, dict):
+                content_type = body_meta.get("content-type", "") or ""
+        # MMS's Context.get_request_id is (by mistake) a property; read the map instead.
+        request_id = (getattr(mms_context, "request_ids", None) or {}).get(idx, "")
+        return RequestContext(
+            model_name=self.model_name,
+            content_type=content_type,
+            accept=headers.get("accept", ""),
+            headers=headers,
+            request_id=str(request_id),
+        )
+
+    def _error(self, mms_context: Any, idx: int, error: ScorerError, request_id: str) -> bytes:
+        body = error.to_dict()
+        if request_id:
+            body["request_id"] = request_id
+        mms_context.set_response_status(
+            int(error.status_code), _remove_crlf(error.message)[:200], idx
+        )
+        mms_context.set_response_content_type(idx, "application/json")
+        return json.dumps(body).encode()
+
+    def handle(self, batch: list[dict[str, Any]], mms_context: Any) -> list[bytes]:
+        """Score each request of an MMS batch; one response (or error body) per request."""
+        assert self.chain is not None
+        responses: list[bytes] = []
+        for idx, item in enumerate(batch):
+            ctx = self._request_context(mms_context, idx)
+            body = item.get("body")
+            if body is None:
+                body = next((v for v in item.values() if isinstance(v, (bytes, bytearray))), b"")
+            if isinstance(body, str):
+                body = body.encode()
+            try:
+                response = self.chain.transform(bytes(body), ctx)
+            except ScorerError as exc:
+                level = logging.WARNING if exc.status_code < 500 else logging.ERROR
+                logger.log(level, "request %s: %s %s", ctx.request_id, exc.status_code, exc.message)
+                responses.append(self._error(mms_context, idx, exc, ctx.request_id))
+                continue
+            except _OOM_ERRORS:
+                logger.exception("request %s: out of memory", ctx.request_id)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                oom = InsufficientMemoryError(
+                    f"model {self.model_name} ran out of memory scoring this request"
+                )
+                responses.append(self._error(mms_context, idx, oom, ctx.request_id))
+                continue
+            except Exception:
+                logger.exception("request %s: unexpected error in the chain", ctx.request_id)
+                internal = ScorerError(
+                    f"internal error while scoring with model {self.model_name}; "
+                    "see the model server log"
+                )
+                responses.append(self._error(mms_context, idx, internal, ctx.request_id))
+                continue
+            mms_context.set_response_content_type(idx, response.content_type)
+            if ctx.response_custom_attributes:
+                value = _remove_crlf(ctx.response_custom_attributes)[:MAX_CUSTOM_ATTRIBUTES]
+                mms_context.set_response_header(idx, CUSTOM_ATTRIBUTES, value)
+            responses.append(response.body)
+        return responses
+
+
+_service: HandlerService | None = None
+
+
+def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | None:
+    """MMS entry point (``default_service_handler=scorer.serving.handler_service:handle``)."""
+    global _service
+    if data is None:
+        if _service is not None and _service.chain is not None:
+            return None
+        props = context.system_properties
+        model_dir = Path(props.get("model_dir"))
+        model_name = context.model_name if hasattr(context, "model_name") else model_dir.name
+        config = load_config()
+        service = HandlerService(config, model_name, model_dir, props.get("gpu_id"))
+        try:
+            service.initialize()
+        except _OOM_ERRORS as exc:
+            _log_event("model_load_failed", model=model_name, status=507, error=str(exc))
+            raise MemoryError(f"out of memory loading {model_name}") from None
+        except ScorerError as exc:
+            _log_event("model_load_failed", model=model_name, status=exc.status_code,
+                       error=exc.message)  # fmt: skip
+            raise
+        except Exception as exc:
+            logger.exception("loading model %s failed", model_name)
+            _log_event("model_load_failed", model=model_name, status=500, error=repr(exc))
+            raise
+        _service = service
+        return None
+    if _service is None:
+        raise RuntimeError("handle() called before the model was loaded")
+    return _service.handle(data, context)

@@ -1,0 +1,194 @@
+"""Starting Multi Model Server the way SageMaker expects, from a :class:`ServerConfig`.
+
+What the sagemaker-inference toolkit's ``model_server.start_model_server`` does, with its
+known problems fixed: every path (config file, temp dir with MMS's pid file, logs) comes
+from the configuration instead of ``/etc`` and ``/tmp``, so several servers can run on one
+machine and a normal user can run one; the response timeout is written in seconds
+(``default_response_timeout_seconds``; the toolkit writes minutes, #99); single-model mode
+serves ``/opt/ml/model`` directly (no ``model-archiver`` round trip into ``/.sagemaker``);
+SIGTERM stops MMS within SageMaker's 30 s grace period instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from scorer.config import ServerConfig, load_config
+from scorer.serving.resources import cpu_count
+
+logger = logging.getLogger(__name__)
+
+HANDLER = "scorer.serving.handler_service:handle"
+SINGLE_MODEL_NAME = "model"
+CONTAINER_DIR = Path(__file__).resolve().parents[3] / "container"
+PLUGINS_DIR_ENV = "SCORER_MMS_PLUGINS"
+LOG_CONFIG_ENV = "SCORER_MMS_LOG_CONFIG"
+STOP_GRACE_SECONDS = 25.0
+
+
+def worker_count(config: ServerConfig) -> int:
+    """Workers per model: the configured number, else 1 (one model copy per GPU/host)."""
+    return config.workers or 1
+
+
+def properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> dict[str, str]:
+    """The MMS configuration properties for ``config``."""
+    address = f"http://{bind_address}:{config.port}"
+    props = {
+        "inference_address": address,
+        "management_address": address,
+        "model_store": "/",
+        "default_service_handler": HANDLER,
+        "default_workers_per_model": str(worker_count(config)),
+        "default_response_timeout_seconds": str(config.timeout_seconds),
+        "unregister_model_timeout": "360",
+        "max_request_size": str(config.max_request_size),
+        "max_response_size": str(max(config.max_request_size, 6 * 1024 * 1024)),
+        "decode_input_request": "false",
+        "enable_envvars_config": "true",
+        "job_queue_size": "100",
+        "number_of_netty_threads": str(max(2, cpu_count())),
+        "async_logging": "true",
+        "preload_model": "false",
+        "vmargs": config.vmargs,
+    }
+    if not config.multi_model:
+        props["load_models"] = f"{SINGLE_MODEL_NAME}={config.model_dir}"
+    plugins = os.environ.get(PLUGINS_DIR_ENV) or str(CONTAINER_DIR / "mms-plugins" / "build")
+    if Path(plugins).is_dir() and any(Path(plugins).glob("*.jar")):
+        props["plugins_path"] = plugins
+    return props
+
+
+def write_properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> Path:
+    """Write the MMS properties file to ``config.mms_config_path``."""
+    path = config.mms_config_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"{key}={value}" for key, value in properties(config, bind_address).items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _mms_executable() -> str:
+    candidate = Path(sys.executable).parent / "multi-model-server"
+    return str(candidate) if candidate.exists() else "multi-model-server"
+
+
+def command(config: ServerConfig) -> list[str]:
+    """The command line that starts MMS in the foreground."""
+    cmd = [
+        _mms_executable(), "--start", "--foreground",
+        "--mms-config", str(config.mms_config_path), "--model-store", "/",
+    ]  # fmt: skip
+    log_config = os.environ.get(LOG_CONFIG_ENV) or str(CONTAINER_DIR / "log4j2.xml")
+    if Path(log_config).is_file():
+        cmd += ["--log-config", log_config]
+    return cmd
+
+
+def environment(config: ServerConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The MMS process environment: its own temp dir (pid file) and log location."""
+    env = dict(os.environ if base is None else base)
+    env["TEMP"] = str(config.mms_tmp_dir)
+    env["TMPDIR"] = str(config.mms_tmp_dir)
+    env["LOG_LOCATION"] = str(config.log_dir)
+    env["METRICS_LOCATION"] = str(config.log_dir)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class ModelServer:
+    """A running MMS process started from a configuration."""
+
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        bind_address: str = "0.0.0.0",
+    ) -> None:
+        """Read the configuration from ``environ`` (default ``os.environ``).
+
+        The workers MMS starts read the same mapping, so pass every ``SAGEMAKER_*`` and
+        ``SCORER_*`` setting through it.
+        """
+        self.environ = dict(os.environ if environ is None else environ)
+        self.config: ServerConfig = load_config(self.environ)
+        self.bind_address = bind_address
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL clients use (loopback when bound to all interfaces)."""
+        host = "127.0.0.1" if self.bind_address in {"0.0.0.0", "::"} else self.bind_address
+        return f"http://{host}:{self.config.port}"
+
+    def start(self) -> None:
+        """Write the configuration and start MMS (returns without waiting for readiness)."""
+        for folder in (self.config.mms_tmp_dir, self.config.log_dir, self.config.packages_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        write_properties(self.config, self.bind_address)
+        logger.info("starting Multi Model Server on %s", self.url)
+        self.process = subprocess.Popen(
+            command(self.config),
+            env=environment(self.config, self.environ),
+            cwd=str(self.config.run_dir),
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until ``/ping`` answers (and, single-model, the model is registered).
+
+        Raises:
+            RuntimeError: MMS exited or did not become ready in time.
+        """
+        deadline = time.monotonic() + (timeout or self.config.startup_timeout_seconds)
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"Multi Model Server exited with {self.process.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    pinged = client.get(f"{self.url}/ping").status_code == 200
+                    if pinged and (self.config.multi_model or self._single_model_ready(client)):
+                        return
+                time.sleep(0.2)
+        raise RuntimeError(f"Multi Model Server not ready on {self.url} in time")
+
+    def _single_model_ready(self, client: httpx.Client) -> bool:
+        response = client.get(f"{self.url}/models/{SINGLE_MODEL_NAME}")
+        return response.status_code == 200
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> int | None:
+        """Stop MMS and its workers: SIGTERM to the process group, SIGKILL after ``grace``."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return self.process.wait()
+        try:
+            return self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def serve_forever(self) -> int:
+        """Start, then wait for MMS to exit; SIGTERM/SIGINT stop it within the grace period."""
+        self.start()
+        assert self.process is not None
+
+        def _terminate(signum: int, _frame: object) -> None:
+            logger.info("received signal %d: stopping the model server", signum)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, _terminate)
+        return self.process.wait()

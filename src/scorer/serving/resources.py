@@ -1,0 +1,48 @@
+"""Which device a worker runs on and how many CPU threads it may use."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+
+from scorer.errors import ConfigError
+
+
+def select_device(preference: str, gpu_id: int | None) -> torch.device:
+    """The worker's device: the GPU MMS assigned (``gpu_id``) when CUDA is usable, else CPU.
+
+    Raises:
+        ConfigError: ``preference`` is ``cuda`` but CUDA is not available.
+    """
+    if preference == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        index = gpu_id if gpu_id is not None else 0
+        return torch.device("cuda", index % torch.cuda.device_count())
+    if preference == "cuda":
+        raise ConfigError("SCORER_DEVICE=cuda but CUDA is not available in this worker")
+    return torch.device("cpu")
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (respects affinity / container cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(configured: int | None, workers: int) -> int:
+    """Torch intra-op threads per worker so that workers x threads never exceeds the cores."""
+    if configured is not None:
+        return configured
+    return max(1, cpu_count() // max(1, workers))
+
+
+def configure_threads(threads: int) -> None:
+    """Apply the thread budget to torch (intra-op and inter-op)."""
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already set once in this process
+        torch.set_num_interop_threads(1)
