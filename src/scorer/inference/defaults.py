@@ -72,8 +72,13 @@ class CreativeScoringDefaults:
         dummy = torch.zeros(1, 3, size, size, device=self.device)
         if self.device.type == "cpu":
             dummy = dummy.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            out = model(dummy)
+        try:
+            with torch.inference_mode():
+                out = model(dummy)
+        except Exception:  # noqa: BLE001 - a bare TorchScript model may not take images
+            if model.source == "state_dict":
+                raise
+            return
         if not model.spec.heads and isinstance(out, torch.Tensor) and out.ndim == 2:
             from scorer.models.loading import default_spec
 

@@ -1,0 +1,1 @@
+"""Shared helpers for scorer's tests: real models, real archives, real servers."""

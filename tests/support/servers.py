@@ -1,0 +1,58 @@
+"""Start the real Multi Model Server (Java) through scorer, on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+
+from scorer.serving.mms import ModelServer
+
+
+def free_port() -> int:
+    """A free TCP port below 32768 (MMS refuses higher ports)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port < 32768:
+            return port
+    for port in range(20000, 32000):  # ephemeral range is above 32767 on this kernel
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
+    raise RuntimeError("no free port below 32768")
+
+
+def server_environ(run_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """An environment for one test server: its own port, config file and temp dirs."""
+    env = {
+        **os.environ,
+        "SAGEMAKER_BIND_TO_PORT": str(free_port()),
+        "SCORER_RUN_DIR": str(run_dir),
+        "SCORER_MMS_CONFIG": str(run_dir / "mms.properties"),
+        "SCORER_THREADS_PER_WORKER": "1",
+    }
+    env.update(extra or {})
+    return env
+
+
+@contextlib.contextmanager
+def running_server(run_dir: Path, extra: Mapping[str, str]) -> Iterator[ModelServer]:
+    """A started, ready MMS; always stopped (with its workers) on exit."""
+    server = ModelServer(server_environ(run_dir, extra), bind_address="127.0.0.1")
+    server.start()
+    try:
+        server.wait_ready(timeout=120)
+        yield server
+    finally:
+        server.stop(grace=10)
+
+
+def load(client: httpx.Client, name: str, url: Path) -> httpx.Response:
+    """SageMaker's load call: ``POST /models {"model_name", "url"}``."""
+    return client.post("/models", json={"model_name": name, "url": str(url)}, timeout=180)
