@@ -61,6 +61,11 @@ def properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> dict[str,
         "async_logging": "true",
         "preload_model": "false",
         "vmargs": config.vmargs,
+        # read by scorer's MMS plugins (container/mms-plugins)
+        "scorer_multi_model": str(config.multi_model).lower(),
+        "scorer_max_concurrent_transforms": str(config.max_concurrent_transforms),
+        "scorer_max_payload_in_mb": str(config.max_payload_in_mb),
+        "scorer_batch_strategy": config.batch_strategy,
     }
     if not config.multi_model:
         props["load_models"] = f"{SINGLE_MODEL_NAME}={config.model_dir}"
