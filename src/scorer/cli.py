@@ -83,6 +83,75 @@ def demo(port: int, bind: str, workdir: Path) -> None:
         server.stop()
 
 
+@cli.command()
+@click.argument(
+    "model_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option("--spec", "spec_path", type=click.Path(exists=True, path_type=Path))
+@click.option("--weights", "weights_path", type=click.Path(exists=True, path_type=Path))
+@click.option("--code", "code_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--extra", "extra", multiple=True, type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+def package(
+    model_dir: Path | None,
+    spec_path: Path | None,
+    weights_path: Path | None,
+    code_dir: Path | None,
+    extra: tuple[Path, ...],
+    output: Path,
+) -> None:
+    """Write a reproducible SageMaker model.tar.gz.
+
+    Either pack MODEL_DIR as it is, or assemble --spec, --weights, --code and --extra files.
+    """
+    from scorer.models.package import package_directory, package_model
+
+    if model_dir is not None:
+        if spec_path or weights_path or code_dir or extra:
+            raise click.UsageError("give either MODEL_DIR or --spec/--weights/--code/--extra")
+        result = package_directory(model_dir, output)
+    else:
+        if spec_path is None or weights_path is None:
+            raise click.UsageError("--spec and --weights are required without MODEL_DIR")
+        result = package_model(
+            output,
+            spec_path=spec_path,
+            weights_path=weights_path,
+            code_dir=code_dir,
+            extra_files=list(extra),
+        )
+    click.echo(f"wrote {result.path} ({result.size} bytes, {len(result.files)} files)")
+    click.echo(f"sha256 {result.sha256}")
+
+
+@cli.command()
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-n", "--count", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path))
+def variants(model_dir: Path, count: int, output: Path) -> None:
+    """Write COUNT similarly sized per-market head variants of a model as .tar.gz archives."""
+    from scorer.models.package import make_variants
+
+    for result in make_variants(model_dir, output, count):
+        click.echo(f"{result.path}  sha256 {result.sha256}")
+
+
+@cli.command()
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--allow-pickle", is_flag=True, help="Allow unpickling weights (only for trusted archives)."
+)
+def validate(source: Path, allow_pickle: bool) -> None:
+    """Check a model.tar.gz or model dir: safe unpack, load, one sample inference."""
+    from scorer.models.validate import validate as run_validation
+
+    _logging("WARNING")
+    report = run_validation(source, allow_pickle=allow_pickle)
+    for line in report.lines():
+        click.echo(line)
+    click.echo("ok")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; domain errors print a message instead of a traceback."""
     try:

@@ -70,7 +70,7 @@ def _reject_constant(name: str) -> float:
 
 
 def decode_json(body: bytes, target: int | None) -> ImageBatch | np.ndarray:
-    """JSON: ``{"image": b64}``, ``{"images": [b64, ...]}``, ``{"instances": [...]}`` or an array."""
+    """JSON: ``{"image": b64}``, ``{"images": [b64, ...]}``, ``{"instances": [...]}`` or array."""
     try:
         data = json.loads(body, parse_constant=_reject_constant)
     except BadRequestError:

@@ -1,0 +1,137 @@
+"""``scorer validate``: check an archive or model dir the way the server will load it.
+
+Unpacks safely into a temp dir, loads it with the same chain (user hooks + defaults) the
+server uses, sends one sample creative through ``input_fn -> predict_fn -> output_fn``
+and reports files, size, load time, memory and latency. Any problem raises a
+:class:`ScorerError` whose message says what is wrong.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from scorer.errors import ModelLoadError, ScorerError
+from scorer.models.archive import ArchiveLimits, check_archive, safe_extract
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of validating one model."""
+
+    source: str
+    files: list[str]
+    size_bytes: int
+    load_ms: float = 0.0
+    rss_growth_bytes: int = 0
+    inference_ms: float = 0.0
+    content_type: str = ""
+    output_heads: list[str] = field(default_factory=list)
+    user_hooks: list[str] = field(default_factory=list)
+    response_preview: str = ""
+
+    def lines(self) -> list[str]:
+        """A short human-readable report."""
+        return [
+            f"model:        {self.source}",
+            f"files:        {len(self.files)} ({', '.join(self.files[:8])}"
+            + (", ..." if len(self.files) > 8 else "")
+            + ")",
+            f"size:         {self.size_bytes / 1e6:.2f} MB",
+            f"user hooks:   {', '.join(self.user_hooks) or 'none (scorer defaults)'}",
+            f"load:         {self.load_ms:.0f} ms, +{self.rss_growth_bytes / 1e6:.0f} MB RSS",
+            f"inference:    {self.inference_ms:.1f} ms for one {self.content_type} creative",
+            f"output heads: {', '.join(self.output_heads) or '(custom output)'}",
+            f"response:     {self.response_preview}",
+        ]
+
+
+def sample_creative() -> bytes:
+    """A 640x480 JPEG creative with a gradient, shapes and text, for smoke inference."""
+    from PIL import Image, ImageDraw
+
+    img = Image.linear_gradient("L").resize((640, 480)).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((60, 60, 300, 220), fill=(220, 40, 60))
+    draw.ellipse((360, 200, 580, 420), fill=(30, 140, 220))
+    draw.text((80, 300), "SALE -50% TODAY", fill=(255, 255, 255))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def validate(
+    source: Path, *, allow_pickle: bool = False, limits: ArchiveLimits | None = None
+) -> ValidationReport:
+    """Validate a ``model.tar.gz`` or an extracted model directory.
+
+    Raises:
+        ScorerError: unsafe archive, missing weights, spec mismatch, unsafe pickle, user
+            code that fails to import, or a sample inference that fails.
+    """
+    if source.is_dir():
+        return _validate_dir(source, str(source), allow_pickle)
+    if not source.is_file():
+        raise ModelLoadError(f"{source} does not exist")
+    limits = limits or ArchiveLimits()
+    check_archive(source, limits)
+    with tempfile.TemporaryDirectory(prefix="scorer-validate-") as tmp:
+        model_dir = Path(tmp) / "model"
+        safe_extract(source, model_dir, limits)
+        report = _validate_dir(model_dir, str(source), allow_pickle)
+        report.size_bytes = source.stat().st_size
+        return report
+
+
+def _validate_dir(model_dir: Path, label: str, allow_pickle: bool) -> ValidationReport:
+    import torch
+
+    from scorer.inference.chain import Chain
+    from scorer.inference.context import RequestContext
+    from scorer.inference.defaults import CreativeScoringDefaults
+
+    files = sorted(
+        p.relative_to(model_dir).as_posix()
+        for p in model_dir.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    size = sum((model_dir / f).stat().st_size for f in files)
+    report = ValidationReport(source=label, files=files, size_bytes=size)
+    process = psutil.Process()
+    rss_before = process.memory_info().rss
+    started = time.perf_counter()
+    defaults = CreativeScoringDefaults(
+        torch.device("cpu"), allow_pickle=allow_pickle, model_name=model_dir.name
+    )
+    chain = Chain.for_model_dir(model_dir, defaults)
+    report.user_hooks = chain.customised
+    chain.load(model_dir)
+    report.load_ms = (time.perf_counter() - started) * 1000
+    report.rss_growth_bytes = max(0, process.memory_info().rss - rss_before)
+    body = sample_creative()
+    context = RequestContext(
+        model_name=model_dir.name, content_type="image/jpeg", accept="application/json"
+    )
+    report.content_type = "image/jpeg"
+    started = time.perf_counter()
+    try:
+        response = chain.transform(body, context)
+    except ScorerError as exc:
+        raise ScorerError(f"sample inference failed: {exc.message}", exc.status_code) from None
+    except Exception as exc:
+        raise ScorerError(f"sample inference failed: {type(exc).__name__}: {exc}") from None
+    report.inference_ms = (time.perf_counter() - started) * 1000
+    text = response.body.decode(errors="replace")
+    report.response_preview = text[:160]
+    try:
+        scores = json.loads(text).get("scores")
+        report.output_heads = list(scores[0]) if scores else []
+    except (ValueError, AttributeError, TypeError, IndexError, KeyError):
+        report.output_heads = []
+    return report
