@@ -107,9 +107,7 @@ def _bool(environ: Mapping[str, str], key: str, default: bool) -> bool:
     raise ConfigError(f"{key} must be true or false, got {raw!r}")
 
 
-def _int(
-    environ: Mapping[str, str], key: str, default: int | None, minimum: int = 0
-) -> int | None:
+def _int(environ: Mapping[str, str], key: str, default: int | None, minimum: int = 0) -> int | None:
     raw = environ.get(key)
     if raw is None or raw.strip() == "":
         return default
