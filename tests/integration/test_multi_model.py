@@ -91,17 +91,18 @@ def extract_like_sagemaker(archive: Path, models_root: Path, name: str) -> Path:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     build = tmp_path_factory.mktemp("build")
     root = tmp_path_factory.mktemp("models")
+    ts = torchscript_model_dir
     dirs = {
         "creative-a": creative_model_dir(build, "creative-a", seed=1),
         "creative-b": creative_model_dir(build, "creative-b", heads=("ctr",), seed=2),
-        "tensor": torchscript_model_dir(build, "tensor"),
+        "tensor": ts(build, "tensor"),
         "custom": add_code(creative_model_dir(build, "custom"), USER_SCRIPT),
-        "aws-model-fn": add_code(torchscript_model_dir(build, "aws-model-fn"), AWS_STYLE_MODEL_FN_ONLY),
-        "aws-transform": add_code(torchscript_model_dir(build, "aws-transform"), AWS_STYLE_TRANSFORM_FN),
+        "aws-model-fn": add_code(ts(build, "aws-model-fn"), AWS_STYLE_MODEL_FN_ONLY),
+        "aws-transform": add_code(ts(build, "aws-transform"), AWS_STYLE_TRANSFORM_FN),
         "broken": add_code(creative_model_dir(build, "broken"), FAILING_MODEL_FN),
-        "reqs-old": add_code(torchscript_model_dir(build, "reqs-old"), REQUIREMENTS_SCRIPT, "termcolor==2.3.0\n"),
-        "reqs-new": add_code(torchscript_model_dir(build, "reqs-new"), REQUIREMENTS_SCRIPT, "termcolor==2.4.0\n"),
-    }  # fmt: skip
+        "reqs-old": add_code(ts(build, "reqs-old"), REQUIREMENTS_SCRIPT, "termcolor==2.3.0\n"),
+        "reqs-new": add_code(ts(build, "reqs-new"), REQUIREMENTS_SCRIPT, "termcolor==2.4.0\n"),
+    }
     extracted = {}
     for name, model_dir in dirs.items():
         archive = tar_model_dir(model_dir, build / f"{name}.tar.gz")
@@ -116,9 +117,10 @@ def client(
 ) -> Iterator[httpx.Client]:
     run_dir = tmp_path_factory.mktemp("run")
     extra = {"SAGEMAKER_MULTI_MODEL": "true", "SCORER_MODELS_ROOT": str(models["__root__"])}
-    with running_server(run_dir, extra) as server, httpx.Client(
-        base_url=server.url, timeout=60
-    ) as http:
+    with (
+        running_server(run_dir, extra) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
         for name in ("creative-a", "creative-b", "tensor"):
             response = load(http, name, models[name])
             assert response.status_code == 200, response.text
@@ -144,11 +146,16 @@ def test_list_and_describe_loaded_models(client: httpx.Client, models: dict[str,
 
 
 @pytest.mark.parametrize("fmt,content_type", [("JPEG", "image/jpeg"), ("PNG", "image/png")])
-def test_invoke_image_returns_named_scores(client: httpx.Client, fmt: str, content_type: str) -> None:
+def test_invoke_image_returns_named_scores(
+    client: httpx.Client, fmt: str, content_type: str
+) -> None:
     response = client.post(
         "/models/creative-a/invoke",
         content=image_bytes(fmt),
-        headers={"Content-Type": content_type, "X-Amzn-SageMaker-Target-Model": "creative-a.tar.gz"},
+        headers={
+            "Content-Type": content_type,
+            "X-Amzn-SageMaker-Target-Model": "creative-a.tar.gz",
+        },
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/json")
@@ -161,8 +168,12 @@ def test_invoke_image_returns_named_scores(client: httpx.Client, fmt: str, conte
 
 def test_each_model_answers_with_its_own_heads(client: httpx.Client) -> None:
     jpeg = image_bytes()
-    a = client.post("/models/creative-a/invoke", content=jpeg, headers={"Content-Type": "image/jpeg"})
-    b = client.post("/models/creative-b/invoke", content=jpeg, headers={"Content-Type": "image/jpeg"})
+    a = client.post(
+        "/models/creative-a/invoke", content=jpeg, headers={"Content-Type": "image/jpeg"}
+    )
+    b = client.post(
+        "/models/creative-b/invoke", content=jpeg, headers={"Content-Type": "image/jpeg"}
+    )
     assert a.json()["model"] == "creative-a" and set(a.json()["scores"][0]) == {"appeal", "clarity"}
     assert b.json()["model"] == "creative-b" and set(b.json()["scores"][0]) == {"ctr"}
 
@@ -174,7 +185,9 @@ def test_json_batch_of_base64_images_is_one_request(client: httpx.Client) -> Non
     scores = response.json()["scores"]
     assert len(scores) == 3
     single = client.post(
-        "/models/creative-a/invoke", content=image_bytes(seed=1), headers={"Content-Type": "image/jpeg"}
+        "/models/creative-a/invoke",
+        content=image_bytes(seed=1),
+        headers={"Content-Type": "image/jpeg"},
     ).json()["scores"][0]
     assert scores[1] == pytest.approx(single, abs=1e-4)
 
@@ -275,10 +288,14 @@ def test_unload_then_reload(client: httpx.Client, models: dict[str, Path]) -> No
     assert load(client, "creative-b", models["creative-b"]).status_code in (200, 409)
     assert client.delete("/models/creative-b").status_code == 200
     assert client.get("/models/creative-b").status_code == 404
-    gone = client.post("/models/creative-b/invoke", content=image_bytes(), headers={"Content-Type": "image/jpeg"})
+    gone = client.post(
+        "/models/creative-b/invoke", content=image_bytes(), headers={"Content-Type": "image/jpeg"}
+    )
     assert gone.status_code == 404
     assert load(client, "creative-b", models["creative-b"]).status_code == 200
-    back = client.post("/models/creative-b/invoke", content=image_bytes(), headers={"Content-Type": "image/jpeg"})
+    back = client.post(
+        "/models/creative-b/invoke", content=image_bytes(), headers={"Content-Type": "image/jpeg"}
+    )
     assert back.status_code == 200 and back.json()["model"] == "creative-b"
 
 
@@ -333,7 +350,9 @@ def test_model_url_outside_models_root_is_refused(client: httpx.Client, tmp_path
     assert client.get("/models/outside").status_code == 404
 
 
-def test_each_model_gets_its_own_requirements(client: httpx.Client, models: dict[str, Path]) -> None:
+def test_each_model_gets_its_own_requirements(
+    client: httpx.Client, models: dict[str, Path]
+) -> None:
     assert load(client, "reqs-old", models["reqs-old"]).status_code == 200
     assert load(client, "reqs-new", models["reqs-new"]).status_code == 200
     old = client.post("/models/reqs-old/invoke", content=b"x").json()

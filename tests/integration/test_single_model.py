@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.models import add_code, creative_model_dir, image_bytes
 from scorer.serving.mms import ModelServer
+from tests.support.models import add_code, creative_model_dir, image_bytes
 from tests.support.servers import running_server, server_environ
 
 pytestmark = pytest.mark.integration
@@ -34,9 +34,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
         "SAGEMAKER_MAX_CONCURRENT_TRANSFORMS": "3",
         "SAGEMAKER_BATCH_STRATEGY": "SINGLE_RECORD",
     }
-    with running_server(tmp_path_factory.mktemp("run"), extra) as server, httpx.Client(
-        base_url=server.url, timeout=60
-    ) as http:
+    with (
+        running_server(tmp_path_factory.mktemp("run"), extra) as server,
+        httpx.Client(base_url=server.url, timeout=60) as http,
+    ):
         yield http
 
 

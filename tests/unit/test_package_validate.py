@@ -85,13 +85,15 @@ def test_variants_are_similar_but_distinct(tmp_path: Path) -> None:
 def test_validate_missing_weights(tmp_path: Path) -> None:
     model_dir = creative_model_dir(tmp_path, "m")
     (model_dir / "model.safetensors").unlink()
-    with pytest.raises(ScorerError, match="model.safetensors"):
+    with pytest.raises(ScorerError, match=r"model\.safetensors"):
         validate(model_dir)
 
 
 def test_validate_spec_mismatch(tmp_path: Path) -> None:
     model_dir = creative_model_dir(tmp_path, "m", heads=("a", "b"))
-    spec = (model_dir / "spec.json").read_text().replace('"name": "b"', '"name": "b"}, {"name": "c"')
+    spec = (
+        (model_dir / "spec.json").read_text().replace('"name": "b"', '"name": "b"}, {"name": "c"')
+    )
     (model_dir / "spec.json").write_text(spec)
     with pytest.raises(ScorerError, match="does not match architecture"):
         validate(model_dir)
