@@ -52,6 +52,7 @@ def serve(bind: str) -> None:
 def demo(port: int, bind: str, workdir: Path) -> None:
     """Train (once) the built-in demo creative scorer and serve it on a single-model endpoint."""
     from scorer.models.demo import ensure_demo_model
+    from scorer.models.validate import sample_creative
     from scorer.serving.mms import ModelServer
 
     _logging("INFO")
@@ -69,7 +70,8 @@ def demo(port: int, bind: str, workdir: Path) -> None:
     server.start()
     try:
         server.wait_ready()
-        sample = model_dir / "sample.jpg"
+        sample = workdir / "sample.jpg"
+        sample.write_bytes(sample_creative())
         click.echo(
             "\nscorer is ready. Score a creative with:\n\n"
             f"  curl -s -H 'Content-Type: image/jpeg' --data-binary @{sample} "
