@@ -1,0 +1,499 @@
+"""Everything the stack can be told, validated once at synth time.
+
+:func:`settings_from_context` reads the CDK context (``cdk.json`` or ``-c key=value``)
+into a frozen :class:`EndpointSettings`; constructing one validates it, so an invalid
+combination (a GPU instance with a multi-model endpoint, say) fails ``cdk synth`` with a
+``ValueError`` that names the fix, before anything reaches CloudFormation.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scorer_infra import container_env
+from scorer_infra.image import EcrImage, default_ecr_image, parse_ecr_image_uri, read_image_detail
+from scorer_infra.instance_types import Hardware, InstanceType, parse_instance_type
+from scorer_infra.s3_location import S3Prefix, parse_s3_prefix
+
+_SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+
+
+class Mode(enum.Enum):
+    """The two ways the stack deploys the image."""
+
+    #: SageMaker multi-model endpoint (``Mode: MultiModel``): the platform loads models.
+    CPU_MULTI_MODEL = "cpu-multi-model"
+    #: single-model endpoint whose container loads models from the prefix itself.
+    GPU_SELF_MANAGED = "gpu-self-managed"
+
+
+DEFAULT_INSTANCE_TYPES: Mapping[Mode, str] = {
+    Mode.CPU_MULTI_MODEL: "ml.c5.2xlarge",
+    Mode.GPU_SELF_MANAGED: "ml.g5.xlarge",
+}
+TRAFFIC_ROUTINGS = ("ALL_AT_ONCE", "CANARY", "LINEAR")
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The container's self-managed model cache (``gpu-self-managed`` mode only)."""
+
+    default_model: str | None = None
+    max_models: int | None = None
+    gpu_memory_fraction: float | None = None
+
+    def is_set(self) -> bool:
+        """Whether any cache setting was given."""
+        return any(
+            v is not None for v in (self.default_model, self.max_models, self.gpu_memory_fraction)
+        )
+
+
+@dataclass(frozen=True)
+class ScalingSettings:
+    """Application Auto Scaling target tracking on invocations per instance."""
+
+    enabled: bool = True
+    min_instances: int = 1
+    max_instances: int = 4
+    #: SageMakerVariantInvocationsPerInstance target: invocations per instance per minute
+    target_invocations_per_instance: float = 600.0
+    scale_in_cooldown_seconds: int = 300
+    scale_out_cooldown_seconds: int = 60
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    """CloudWatch alarm thresholds (SageMaker reports latencies in microseconds)."""
+
+    errors_5xx_per_minute: float = 5.0
+    model_latency_ms: float = 1000.0
+    model_loading_wait_ms: float = 30_000.0
+    cache_hit_rate_min: float = 0.5
+    #: per instance, 0-100 per GPU (a 4-GPU instance reports up to 400)
+    gpu_memory_percent: float = 90.0
+    evaluation_periods: int = 3
+    topic_arn: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """The endpoint's blue/green update policy."""
+
+    traffic_routing: str = "ALL_AT_ONCE"
+    #: canary size or linear step, percent of the fleet (CANARY and LINEAR only)
+    traffic_step_percent: int = 25
+    #: wait between traffic shifts, during which the rollback alarms are watched
+    bake_seconds: int = 300
+    termination_wait_seconds: int = 0
+    max_execution_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class EndpointSettings:
+    """One endpoint: image, mode, hardware, model files, scaling, alarms and updates."""
+
+    image_uri: str | None = None
+    mode: Mode = Mode.CPU_MULTI_MODEL
+    model_data_prefix: str | None = None
+    model_archives_dir: Path | None = None
+    model_archive_file: Path | None = None
+    prune_model_archives: bool = False
+    model_data_kms_key_arn: str | None = None
+    endpoint_name: str = "scorer"
+    variant_name: str = "AllTraffic"
+    instance_type: str | None = None
+    initial_instance_count: int = 1
+    environment: Mapping[str, str] = field(default_factory=dict)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    alarms: AlarmSettings = field(default_factory=AlarmSettings)
+    deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
+    startup_health_check_timeout_seconds: int | None = None
+    metrics_namespace: str = "scorer"
+
+    def __post_init__(self) -> None:
+        if self.instance_type is None:
+            object.__setattr__(self, "instance_type", DEFAULT_INSTANCE_TYPES[self.mode])
+        object.__setattr__(self, "environment", dict(self.environment))
+        if self.image_uri is not None:
+            parse_ecr_image_uri(self.image_uri)
+        _check_name("endpoint_name", self.endpoint_name)
+        _check_name("variant_name", self.variant_name)
+        _check_hardware(self.mode, self.instance)
+        _check_model_files(self)
+        _check_cache(self.mode, self.cache)
+        _check_environment(self.environment)
+        _check_counts(self)
+        _check_alarms(self.alarms)
+        _check_deployment(self.deployment)
+        if self.startup_health_check_timeout_seconds is not None:
+            _check_range(
+                "startup_health_check_timeout_seconds",
+                self.startup_health_check_timeout_seconds,
+                60,
+                3600,
+            )
+        if not self.metrics_namespace or self.metrics_namespace.startswith("AWS/"):
+            raise ValueError("metrics_namespace must be non-empty and not start with 'AWS/'")
+
+    @property
+    def image(self) -> EcrImage:
+        """The image to run; without ``image_uri``, ``scorer:latest`` in the stack's account."""
+        if self.image_uri is None:
+            return default_ecr_image()
+        return parse_ecr_image_uri(self.image_uri)
+
+    @property
+    def instance(self) -> InstanceType:
+        """The parsed instance type."""
+        assert self.instance_type is not None  # set in __post_init__
+        return parse_instance_type(self.instance_type)
+
+    @property
+    def model_prefix(self) -> S3Prefix | None:
+        """The model data prefix given, if any (the stack makes a bucket otherwise)."""
+        if self.model_data_prefix is None:
+            return None
+        return parse_s3_prefix(self.model_data_prefix)
+
+
+def _check_name(key: str, value: str) -> None:
+    if not _SAGEMAKER_NAME.match(value):
+        raise ValueError(
+            f"{key} {value!r} is not a valid SageMaker name: 1-63 letters, digits and "
+            "hyphens, starting and ending with a letter or digit"
+        )
+
+
+def _check_hardware(mode: Mode, instance: InstanceType) -> None:
+    if instance.hardware is Hardware.ACCELERATOR:
+        raise ValueError(
+            f"instance type {instance.name} has AWS Inferentia/Trainium/Gaudi accelerators, "
+            "which the scorer image cannot use (it runs on CPUs or NVIDIA GPUs). Fix: choose "
+            "a CPU type such as ml.c5.2xlarge with mode cpu-multi-model, or a GPU type such "
+            "as ml.g5.xlarge with mode gpu-self-managed."
+        )
+    if mode is Mode.CPU_MULTI_MODEL and instance.hardware is Hardware.GPU:
+        raise ValueError(
+            f"instance type {instance.name} is a GPU instance, but mode cpu-multi-model "
+            "creates a SageMaker multi-model endpoint (Mode: MultiModel), and SageMaker "
+            "supports bring-your-own-container multi-model endpoints on CPU instances only "
+            "(GPU multi-model endpoints need its Triton or TorchServe containers). Fix: pass "
+            "-c mode=gpu-self-managed to serve many models on this GPU from the container's "
+            "own cache behind a single-model endpoint, or pick a CPU instance type such as "
+            "-c instance_type=ml.c5.2xlarge."
+        )
+
+
+def _check_model_files(s: EndpointSettings) -> None:
+    if s.model_data_prefix is not None:
+        parse_s3_prefix(s.model_data_prefix)
+    if s.model_archive_file is not None:
+        if s.model_data_prefix is not None or s.model_archives_dir is not None:
+            raise ValueError(
+                "model_archive_file (an S3 asset, stored under its content digest in the CDK "
+                "assets bucket) cannot be combined with model_data_prefix or "
+                "model_archives_dir: an endpoint reads models from one prefix. Fix: use "
+                "model_archives_dir to copy archives into model_data_prefix instead."
+            )
+        if not s.model_archive_file.is_file():
+            raise ValueError(f"model_archive_file {str(s.model_archive_file)!r} is not a file")
+        if not s.model_archive_file.name.endswith(_ARCHIVE_SUFFIXES):
+            raise ValueError(
+                f"model_archive_file {str(s.model_archive_file)!r} is not a .tar.gz archive "
+                "(SageMaker model data is a gzipped tar file)"
+            )
+    if s.model_archives_dir is not None and not s.model_archives_dir.is_dir():
+        raise ValueError(f"model_archives_dir {str(s.model_archives_dir)!r} is not a directory")
+    if s.prune_model_archives:
+        if s.model_archives_dir is None:
+            raise ValueError("prune_model_archives applies only with model_archives_dir")
+        prefix = s.model_prefix
+        if prefix is not None and not prefix.key_prefix:
+            raise ValueError(
+                "prune_model_archives with a bucket-root model_data_prefix would delete every "
+                "other object in the bucket; give a prefix such as s3://bucket/models/"
+            )
+    if s.model_data_kms_key_arn is not None and not s.model_data_kms_key_arn.startswith("arn:"):
+        raise ValueError("model_data_kms_key_arn must be a KMS key ARN (arn:...:kms:...:key/...)")
+
+
+def _check_cache(mode: Mode, cache: CacheSettings) -> None:
+    if mode is not Mode.GPU_SELF_MANAGED and cache.is_set():
+        raise ValueError(
+            "default_model, cache_max_models and cache_gpu_memory_fraction configure the "
+            "container's own model cache and apply only with -c mode=gpu-self-managed; on a "
+            "multi-model endpoint SageMaker loads and unloads models itself"
+        )
+    if cache.max_models is not None and cache.max_models < 1:
+        raise ValueError("cache_max_models must be at least 1")
+    fraction = cache.gpu_memory_fraction
+    if fraction is not None and not 0 < fraction <= 1:
+        raise ValueError("cache_gpu_memory_fraction must lie in (0, 1]")
+
+
+def _check_environment(environment: Mapping[str, str]) -> None:
+    total = 0
+    for key, value in environment.items():
+        if not isinstance(key, str) or not _ENV_NAME.match(key):
+            raise ValueError(f"environment variable name {key!r} is not a valid name")
+        if not isinstance(value, str):
+            raise ValueError(f"environment variable {key} must be a string, got {value!r}")
+        if key in container_env.RESERVED:
+            raise ValueError(
+                f"environment variable {key} is set by the stack; use the context key "
+                f"{container_env.RESERVED[key]!r} instead"
+            )
+        sizes = (len(key.encode()), len(value.encode()))
+        if max(sizes) > container_env.MAX_ITEM_BYTES:
+            raise ValueError(
+                f"environment variable {key}: names and values are limited to "
+                f"{container_env.MAX_ITEM_BYTES} bytes"
+            )
+        total += sum(sizes)
+    if total > container_env.MAX_TOTAL_BYTES:
+        raise ValueError("the container environment exceeds SageMaker's 32 KB limit")
+
+
+def _check_counts(s: EndpointSettings) -> None:
+    scaling = s.scaling
+    if s.initial_instance_count < 1:
+        raise ValueError("initial_instance_count must be at least 1")
+    if not 1 <= scaling.min_instances <= scaling.max_instances:
+        raise ValueError(
+            f"need 1 <= min_instances <= max_instances, got {scaling.min_instances} and "
+            f"{scaling.max_instances}"
+        )
+    if scaling.enabled and not (
+        scaling.min_instances <= s.initial_instance_count <= scaling.max_instances
+    ):
+        raise ValueError(
+            f"initial_instance_count {s.initial_instance_count} must lie within "
+            f"[min_instances, max_instances] = [{scaling.min_instances}, "
+            f"{scaling.max_instances}]"
+        )
+    if scaling.target_invocations_per_instance <= 0:
+        raise ValueError("target_invocations_per_instance must be positive")
+    if scaling.scale_in_cooldown_seconds < 0 or scaling.scale_out_cooldown_seconds < 0:
+        raise ValueError("scaling cooldowns must not be negative")
+
+
+def _check_alarms(alarms: AlarmSettings) -> None:
+    for key, value in (
+        ("alarm_5xx_per_minute", alarms.errors_5xx_per_minute),
+        ("alarm_model_latency_ms", alarms.model_latency_ms),
+        ("alarm_model_loading_wait_ms", alarms.model_loading_wait_ms),
+        ("alarm_gpu_memory_percent", alarms.gpu_memory_percent),
+    ):
+        if value <= 0:
+            raise ValueError(f"{key} must be positive, got {value}")
+    if not 0 < alarms.cache_hit_rate_min <= 1:
+        raise ValueError("alarm_cache_hit_rate_min is a ratio in (0, 1]")
+    if alarms.evaluation_periods < 1:
+        raise ValueError("alarm_evaluation_periods must be at least 1")
+
+
+def _check_deployment(d: DeploymentSettings) -> None:
+    if d.traffic_routing not in TRAFFIC_ROUTINGS:
+        raise ValueError(
+            f"traffic_routing {d.traffic_routing!r} is not one of {', '.join(TRAFFIC_ROUTINGS)}"
+        )
+    _check_range("traffic_step_percent", d.traffic_step_percent, 1, 100)
+    _check_range("bake_seconds", d.bake_seconds, 0, 3600)
+    _check_range("termination_wait_seconds", d.termination_wait_seconds, 0, 3600)
+    if d.max_execution_seconds is not None:
+        _check_range("max_execution_seconds", d.max_execution_seconds, 600, 14400)
+
+
+def _check_range(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{key} must lie in [{low}, {high}], got {value}")
+
+
+# --- reading the CDK context -------------------------------------------------------------
+
+ContextGetter = Callable[[str], Any]
+
+
+def settings_from_context(get: ContextGetter, base_dir: Path | None = None) -> EndpointSettings:
+    """Build validated settings from CDK context values (strings from ``-c`` or JSON values).
+
+    Args:
+        get: returns the context value for a key, or ``None`` (``app.node.try_get_context``).
+        base_dir: directory that relative file paths are resolved against (default: the
+            current directory, which is where ``cdk.json`` lies when the CDK CLI runs).
+
+    Raises:
+        ValueError: a value is malformed, or the combination is invalid.
+    """
+    ctx = _Context(get, base_dir or Path.cwd())
+    image_uri = ctx.text("image_uri")
+    image_detail = ctx.path("image_detail")
+    if image_uri is not None and image_detail is not None:
+        raise ValueError("give either image_uri or image_detail, not both")
+    if image_detail is not None:
+        image_uri = read_image_detail(image_detail)
+    mode_text = ctx.text("mode") or Mode.CPU_MULTI_MODEL.value
+    try:
+        mode = Mode(mode_text)
+    except ValueError:
+        modes = ", ".join(m.value for m in Mode)
+        raise ValueError(f"mode {mode_text!r} is not one of {modes}") from None
+    d_scaling, d_alarms, d_deploy = ScalingSettings(), AlarmSettings(), DeploymentSettings()
+    return EndpointSettings(
+        image_uri=image_uri,
+        mode=mode,
+        model_data_prefix=ctx.text("model_data_prefix"),
+        model_archives_dir=ctx.path("model_archives_dir"),
+        model_archive_file=ctx.path("model_archive_file"),
+        prune_model_archives=ctx.boolean("prune_model_archives", False),
+        model_data_kms_key_arn=ctx.text("model_data_kms_key_arn"),
+        endpoint_name=ctx.text("endpoint_name") or "scorer",
+        variant_name=ctx.text("variant_name") or "AllTraffic",
+        instance_type=ctx.text("instance_type"),
+        initial_instance_count=ctx.integer("initial_instance_count", 1),
+        environment=ctx.mapping("environment"),
+        cache=CacheSettings(
+            default_model=ctx.text("default_model"),
+            max_models=ctx.optional_integer("cache_max_models"),
+            gpu_memory_fraction=ctx.optional_number("cache_gpu_memory_fraction"),
+        ),
+        scaling=ScalingSettings(
+            enabled=ctx.boolean("autoscaling", d_scaling.enabled),
+            min_instances=ctx.integer("min_instances", d_scaling.min_instances),
+            max_instances=ctx.integer("max_instances", d_scaling.max_instances),
+            target_invocations_per_instance=ctx.number(
+                "target_invocations_per_instance", d_scaling.target_invocations_per_instance
+            ),
+            scale_in_cooldown_seconds=ctx.integer(
+                "scale_in_cooldown_seconds", d_scaling.scale_in_cooldown_seconds
+            ),
+            scale_out_cooldown_seconds=ctx.integer(
+                "scale_out_cooldown_seconds", d_scaling.scale_out_cooldown_seconds
+            ),
+        ),
+        alarms=AlarmSettings(
+            errors_5xx_per_minute=ctx.number(
+                "alarm_5xx_per_minute", d_alarms.errors_5xx_per_minute
+            ),
+            model_latency_ms=ctx.number("alarm_model_latency_ms", d_alarms.model_latency_ms),
+            model_loading_wait_ms=ctx.number(
+                "alarm_model_loading_wait_ms", d_alarms.model_loading_wait_ms
+            ),
+            cache_hit_rate_min=ctx.number("alarm_cache_hit_rate_min", d_alarms.cache_hit_rate_min),
+            gpu_memory_percent=ctx.number("alarm_gpu_memory_percent", d_alarms.gpu_memory_percent),
+            evaluation_periods=ctx.integer("alarm_evaluation_periods", d_alarms.evaluation_periods),
+            topic_arn=ctx.text("alarm_topic_arn"),
+        ),
+        deployment=DeploymentSettings(
+            traffic_routing=(ctx.text("traffic_routing") or d_deploy.traffic_routing).upper(),
+            traffic_step_percent=ctx.integer("traffic_step_percent", d_deploy.traffic_step_percent),
+            bake_seconds=ctx.integer("bake_seconds", d_deploy.bake_seconds),
+            termination_wait_seconds=ctx.integer(
+                "termination_wait_seconds", d_deploy.termination_wait_seconds
+            ),
+            max_execution_seconds=ctx.optional_integer("max_execution_seconds"),
+        ),
+        startup_health_check_timeout_seconds=ctx.optional_integer(
+            "startup_health_check_timeout_seconds"
+        ),
+        metrics_namespace=ctx.text("metrics_namespace") or "scorer",
+    )
+
+
+class _Context:
+    """Typed reads of context values; ``-c`` gives strings, ``cdk.json`` gives JSON values."""
+
+    def __init__(self, get: ContextGetter, base_dir: Path) -> None:
+        self._get = get
+        self._base_dir = base_dir
+
+    def _raw(self, key: str) -> Any:
+        value = self._get(key)
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    def text(self, key: str) -> str | None:
+        value = self._raw(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"context {key} must be a string, got {value!r}")
+        return value.strip()
+
+    def path(self, key: str) -> Path | None:
+        value = self.text(key)
+        if value is None:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self._base_dir / path
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"context {key} must be true or false, got {value!r}")
+
+    def optional_number(self, key: str) -> float | None:
+        value = self._raw(key)
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            raise ValueError(f"context {key} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"context {key} must be a number, got {value!r}") from None
+
+    def number(self, key: str, default: float) -> float:
+        value = self.optional_number(key)
+        return default if value is None else value
+
+    def optional_integer(self, key: str) -> int | None:
+        value = self.optional_number(key)
+        if value is None:
+            return None
+        if not value.is_integer():
+            raise ValueError(f"context {key} must be a whole number, got {value}")
+        return int(value)
+
+    def integer(self, key: str, default: int) -> int:
+        value = self.optional_integer(key)
+        return default if value is None else value
+
+    def mapping(self, key: str) -> dict[str, str]:
+        value = self._raw(key)
+        if value is None:
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(
+                    f"context {key} must be a JSON object, e.g. "
+                    f'-c {key}=\'{{"SCORER_DEVICE": "cuda"}}\''
+                ) from None
+        if not isinstance(value, dict):
+            raise ValueError(f"context {key} must be a JSON object, got {value!r}")
+        # numbers are written as the container will read them; anything else must be text
+        return {
+            str(k): str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+            for k, v in value.items()
+        }

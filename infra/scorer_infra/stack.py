@@ -1,0 +1,216 @@
+"""The scorer endpoint stack: model, endpoint config and endpoint as L1 constructs.
+
+The three SageMaker resources are ``CfnModel`` -> ``CfnEndpointConfig`` -> ``CfnEndpoint``.
+The model and endpoint config are immutable in SageMaker, so their names carry a digest of
+their properties (see :mod:`scorer_infra.naming`); the endpoint keeps its logical id and
+name and is updated in place, blue/green, rolled back by the 5xx and latency alarms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Annotations, CfnOutput, Stack, Token
+from aws_cdk import aws_sagemaker as sagemaker
+from constructs import Construct
+
+from scorer_infra import container_env
+from scorer_infra.alarms import endpoint_alarms
+from scorer_infra.image import EcrImage
+from scorer_infra.instance_types import Hardware
+from scorer_infra.model_files import ModelFiles
+from scorer_infra.naming import content_name
+from scorer_infra.role import execution_role
+from scorer_infra.scaling import variant_scaling
+from scorer_infra.settings import EndpointSettings, Mode
+
+
+class ScorerEndpointStack(Stack):
+    """A SageMaker real-time endpoint running the scorer image in one of two modes."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        settings: EndpointSettings,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.settings = settings
+        image = settings.image
+        self._check_region(image)
+        self._warn(image)
+
+        self.model_files = ModelFiles(self, "ModelFiles", settings=settings)
+        self.role = execution_role(
+            self,
+            "ExecutionRole",
+            image=image,
+            model_data=self.model_files.access,
+            endpoint_name=settings.endpoint_name,
+            metrics_namespace=settings.metrics_namespace,
+        )
+
+        container = self._container(image)
+        model_name = content_name(
+            self,
+            f"{settings.endpoint_name}-model",
+            {"role": self.role.role_arn, "container": container},
+        )
+        self.model = sagemaker.CfnModel(
+            self,
+            "Model",
+            model_name=model_name,
+            execution_role_arn=self.role.role_arn,
+            primary_container=container,
+        )
+
+        variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+            variant_name=settings.variant_name,
+            model_name=model_name,
+            instance_type=settings.instance_type,
+            initial_instance_count=settings.initial_instance_count,
+            initial_variant_weight=1.0,
+            container_startup_health_check_timeout_in_seconds=(
+                settings.startup_health_check_timeout_seconds
+            ),
+        )
+        config_name = content_name(self, f"{settings.endpoint_name}-config", [variant])
+        self.endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "EndpointConfig",
+            endpoint_config_name=config_name,
+            production_variants=[variant],
+        )
+        self.endpoint_config.node.add_dependency(self.model)
+
+        self.alarms = endpoint_alarms(self, settings)
+        self.endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=settings.endpoint_name,
+            endpoint_config_name=config_name,
+            deployment_config=self._deployment_config(),
+            # with autoscaling, an update keeps the instance count it has scaled to
+            retain_all_variant_properties=settings.scaling.enabled,
+        )
+        self.endpoint.node.add_dependency(self.endpoint_config)
+        for alarm in self.alarms.rollback:
+            self.endpoint.node.add_dependency(alarm)
+        if self.model_files.deployment is not None:
+            self.endpoint.node.add_dependency(self.model_files.deployment)
+
+        if settings.scaling.enabled:
+            target, _ = variant_scaling(self, settings)
+            target.node.add_dependency(self.endpoint)
+
+        self._outputs(image)
+
+    def _container(self, image: EcrImage) -> sagemaker.CfnModel.ContainerDefinitionProperty:
+        settings = self.settings
+        prefix_url = self.model_files.prefix.url
+        environment = dict(settings.environment)
+        if settings.mode is Mode.CPU_MULTI_MODEL:
+            # SageMaker itself sets SAGEMAKER_MULTI_MODEL=true for Mode: MultiModel
+            return sagemaker.CfnModel.ContainerDefinitionProperty(
+                image=image.uri,
+                mode="MultiModel",
+                model_data_url=prefix_url,
+                environment=environment or None,
+            )
+        cache = settings.cache
+        environment[container_env.MODEL_PREFIX] = prefix_url
+        default_model = cache.default_model or self.model_files.asset_model_name
+        if default_model is not None:
+            environment[container_env.DEFAULT_MODEL] = default_model
+        if cache.max_models is not None:
+            environment[container_env.CACHE_MAX_MODELS] = str(cache.max_models)
+        if cache.gpu_memory_fraction is not None:
+            environment[container_env.CACHE_GPU_MEMORY_FRACTION] = f"{cache.gpu_memory_fraction:g}"
+        return sagemaker.CfnModel.ContainerDefinitionProperty(
+            image=image.uri,
+            mode="SingleModel",
+            environment=environment,
+        )
+
+    def _deployment_config(self) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
+        deployment = self.settings.deployment
+        step = sagemaker.CfnEndpoint.CapacitySizeProperty(
+            type="CAPACITY_PERCENT", value=deployment.traffic_step_percent
+        )
+        routing = sagemaker.CfnEndpoint.TrafficRoutingConfigProperty(
+            type=deployment.traffic_routing,
+            wait_interval_in_seconds=deployment.bake_seconds,
+            canary_size=step if deployment.traffic_routing == "CANARY" else None,
+            linear_step_size=step if deployment.traffic_routing == "LINEAR" else None,
+        )
+        return sagemaker.CfnEndpoint.DeploymentConfigProperty(
+            blue_green_update_policy=sagemaker.CfnEndpoint.BlueGreenUpdatePolicyProperty(
+                traffic_routing_configuration=routing,
+                termination_wait_in_seconds=deployment.termination_wait_seconds,
+                maximum_execution_timeout_in_seconds=deployment.max_execution_seconds,
+            ),
+            auto_rollback_configuration=sagemaker.CfnEndpoint.AutoRollbackConfigProperty(
+                alarms=[
+                    sagemaker.CfnEndpoint.AlarmProperty(alarm_name=name)
+                    for name in self.alarms.rollback_names
+                ]
+            ),
+        )
+
+    def _check_region(self, image: EcrImage) -> None:
+        """SageMaker needs the ECR image in the endpoint's region (CreateModel reference)."""
+        if Token.is_unresolved(self.region) or Token.is_unresolved(image.region):
+            return
+        if self.region != image.region:
+            raise ValueError(
+                f"the image {image.uri} is in {image.region}, but the stack deploys to "
+                f"{self.region}; SageMaker pulls the image from ECR in the endpoint's own "
+                "region. Fix: push the image to this region, or deploy the stack there."
+            )
+
+    def _warn(self, image: EcrImage) -> None:
+        settings = self.settings
+        annotations = Annotations.of(self)
+        if settings.image_uri is None:
+            annotations.add_warning_v2(
+                "scorer:default-image",
+                "no image_uri or image_detail given: the endpoint runs scorer:latest from the "
+                "deploying account's ECR; pass -c image_detail=imageDetail.json from the build",
+            )
+        elif not image.pinned:
+            annotations.add_warning_v2(
+                "scorer:moving-tag",
+                f"image {image.uri} uses a moving tag: pushing a new build under it changes "
+                "nothing in the template, so cdk deploy will not update the endpoint; deploy "
+                "the commit tag or digest the build writes to imageDetail.json",
+            )
+        instance = settings.instance
+        if settings.mode is Mode.GPU_SELF_MANAGED and instance.hardware is Hardware.CPU:
+            annotations.add_warning_v2(
+                "scorer:self-managed-on-cpu",
+                f"mode gpu-self-managed on the CPU instance {instance.name}: the container's "
+                "own model cache works, but mode cpu-multi-model lets SageMaker route and "
+                "cache models across instances",
+            )
+        if instance.arm64:
+            annotations.add_warning_v2(
+                "scorer:arm64-instance",
+                f"{instance.name} is an AWS Graviton (arm64) instance; it runs the image only "
+                "if the image was built for linux/arm64",
+            )
+
+    def _outputs(self, image: EcrImage) -> None:
+        settings = self.settings
+        CfnOutput(self, "EndpointName", value=settings.endpoint_name)
+        CfnOutput(self, "ImageUri", value=image.uri)
+        CfnOutput(self, "ModelDataPrefix", value=self.model_files.prefix.url)
+        CfnOutput(self, "ExecutionRoleArn", value=self.role.role_arn)
+        if self.model_files.asset_model_name is not None:
+            CfnOutput(
+                self,
+                "AssetModelName",
+                value=self.model_files.asset_model_name,
+                description="the TargetModel / target_model name of the uploaded archive",
+            )
