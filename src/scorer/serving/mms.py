@@ -136,18 +136,29 @@ class ModelServer:
         host = "127.0.0.1" if self.bind_address in {"0.0.0.0", "::"} else self.bind_address
         return f"http://{host}:{self.config.port}"
 
-    def start(self) -> None:
-        """Write the configuration and start MMS (returns without waiting for readiness)."""
+    def start(self, output: Path | None = None) -> None:
+        """Write the configuration and start MMS (returns without waiting for readiness).
+
+        Args:
+            output: a file for MMS's stdout/stderr; default: inherit this process's.
+        """
         for folder in (self.config.mms_tmp_dir, self.config.log_dir, self.config.packages_dir):
             folder.mkdir(parents=True, exist_ok=True)
         write_properties(self.config, self.bind_address)
         logger.info("starting Multi Model Server on %s", self.url)
-        self.process = subprocess.Popen(
-            command(self.config),
-            env=environment(self.config, self.environ),
-            cwd=str(self.config.run_dir),
-            start_new_session=True,
-        )
+        sink = open(output, "ab") if output is not None else None  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                command(self.config),
+                env=environment(self.config, self.environ),
+                cwd=str(self.config.run_dir),
+                start_new_session=True,
+                stdout=sink,
+                stderr=subprocess.STDOUT if sink is not None else None,
+            )
+        finally:
+            if sink is not None:
+                sink.close()
 
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until ``/ping`` answers (and, single-model, the model is registered).

@@ -1,0 +1,1 @@
+"""scorer's benchmark harness: ``python -m bench`` (see bench/README.md)."""

@@ -1,0 +1,152 @@
+"""Closed-loop HTTP load with keep-alive, and the in-process limit, measured the same way."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import httpx
+import psutil
+
+
+@dataclass
+class Measurement:
+    """Throughput and latency of one run."""
+
+    label: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    images_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    cpu_percent: float  # of all cores of the machine, for the measured processes
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _percentile(sorted_ms: list[float], q: float) -> float:
+    if not sorted_ms:
+        return float("nan")
+    index = min(len(sorted_ms) - 1, max(0, round(q * (len(sorted_ms) - 1))))
+    return sorted_ms[index]
+
+
+def _tree_cpu(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+            for child in proc.children(recursive=True):
+                with_times = child.cpu_times()
+                total += with_times.user + with_times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def summarise(
+    label: str,
+    concurrency: int,
+    latencies: list[float],
+    errors: int,
+    seconds: float,
+    images: int,
+    cpu_seconds: float,
+) -> Measurement:
+    ordered = sorted(latencies)
+    count = len(ordered)
+    return Measurement(
+        label=label,
+        concurrency=concurrency,
+        requests=count,
+        errors=errors,
+        seconds=round(seconds, 2),
+        rps=round(count / seconds, 2) if seconds else 0.0,
+        images_per_s=round(count * images / seconds, 2) if seconds else 0.0,
+        p50_ms=round(statistics.median(ordered) * 1000, 2) if ordered else float("nan"),
+        p95_ms=round(_percentile(ordered, 0.95) * 1000, 2),
+        p99_ms=round(_percentile(ordered, 0.99) * 1000, 2),
+        cpu_percent=round(100 * cpu_seconds / seconds / psutil.cpu_count(), 1) if seconds else 0,
+    )
+
+
+def http_load(
+    label: str,
+    url: str,
+    body: bytes,
+    content_type: str,
+    concurrency: int,
+    duration: float,
+    warmup: float,
+    images: int,
+    server_pids: list[int],
+) -> Measurement:
+    """``concurrency`` threads, each with its own keep-alive client, for ``duration`` s."""
+    stop_at = [0.0]
+    start_at = [0.0]
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors = [0] * concurrency
+    headers = {"Content-Type": content_type, "Accept": "application/json"}
+    barrier = threading.Barrier(concurrency + 1)
+
+    def worker(index: int) -> None:
+        with httpx.Client(timeout=60) as client:
+            barrier.wait()
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at[0]:
+                    return
+                response = client.post(url, content=body, headers=headers)
+                t1 = time.perf_counter()
+                if response.status_code != 200:
+                    errors[index] += 1
+                elif t0 >= start_at[0]:
+                    latencies[index].append(t1 - t0)
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    processes = [psutil.Process(pid) for pid in server_pids]
+    now = time.perf_counter()
+    start_at[0] = now + warmup
+    stop_at[0] = start_at[0] + duration
+    barrier.wait()
+    time.sleep(warmup)
+    cpu_before = _tree_cpu(processes)
+    measured_from = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - measured_from
+    cpu = _tree_cpu(processes) - cpu_before
+    flat = [x for per in latencies for x in per]
+    return summarise(label, concurrency, flat, sum(errors), seconds, images, cpu)
+
+
+def in_process(
+    label: str, run_once: Callable[[], object], duration: float, warmup: float, images: int
+) -> Measurement:
+    """The limit: the same work called in a loop in this process, no server."""
+    end_warmup = time.perf_counter() + warmup
+    while time.perf_counter() < end_warmup:
+        run_once()
+    me = psutil.Process()
+    cpu_before = sum(me.cpu_times()[:2])
+    latencies: list[float] = []
+    started = time.perf_counter()
+    stop = started + duration
+    while time.perf_counter() < stop:
+        t0 = time.perf_counter()
+        run_once()
+        latencies.append(time.perf_counter() - t0)
+    seconds = time.perf_counter() - started
+    cpu = sum(me.cpu_times()[:2]) - cpu_before
+    return summarise(label, 1, latencies, 0, seconds, images, cpu)

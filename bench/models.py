@@ -1,0 +1,57 @@
+"""The bench's creative scorers: real torchvision backbones, seeded weights, real archives."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from scorer.models.archive import pack_directory, safe_extract
+from scorer.models.family import build_network
+from scorer.models.spec import ModelSpec
+
+BACKBONES = ("mobilenet_v3_small", "resnet50")
+HEADS = ("appeal", "ctr", "brand_safety")
+REFERENCE_SCRIPT = Path(__file__).with_name("reference_inference.py")
+
+
+def spec_for(backbone: str, name: str) -> ModelSpec:
+    """A 224x224 (resize 256, centre crop) creative-scorer spec."""
+    return ModelSpec.from_dict(
+        {
+            "name": name,
+            "version": "1",
+            "architecture": backbone,
+            "input": {"size": 224, "resize": 256, "policy": "resize_center_crop"},
+            "heads": [{"name": h, "kind": "probability"} for h in HEADS],
+        }
+    )
+
+
+def build_archive(backbone: str, name: str, out_dir: Path, *, reference: bool = False) -> Path:
+    """Write ``out_dir/<name>.tar.gz`` (optionally with the reference handler as user code)."""
+    staging = out_dir / f"{name}.src"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    spec = spec_for(backbone, name)
+    torch.manual_seed(0)
+    save_file(build_network(spec).state_dict(), str(staging / spec.weights))
+    (staging / "spec.json").write_text(spec.to_json())
+    if reference:
+        (staging / "code").mkdir()
+        shutil.copy(REFERENCE_SCRIPT, staging / "code" / "inference.py")
+    archive = out_dir / f"{name}.tar.gz"
+    pack_directory(staging, archive)
+    shutil.rmtree(staging)
+    return archive
+
+
+def extract(archive: Path, models_root: Path, name: str) -> Path:
+    """Extract as SageMaker does: ``<models root>/<name>/model``."""
+    target = models_root / name / "model"
+    shutil.rmtree(target.parent, ignore_errors=True)
+    target.parent.mkdir(parents=True)
+    safe_extract(archive, target)
+    return target

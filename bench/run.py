@@ -1,0 +1,294 @@
+"""Run the whole benchmark in one process tree and print ratios measured in the same run.
+
+``python -m bench`` (full, a few minutes on 2 cores) or ``python -m bench --smoke``
+(seconds; what CI runs, no timing assertions). Results go to ``bench/results/latest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import torch
+
+from bench import inputs, models
+from bench.load import Measurement, http_load, in_process
+from scorer.inference.chain import Chain
+from scorer.inference.context import RequestContext
+from scorer.inference.defaults import CreativeScoringDefaults
+from scorer.serving.mms import ModelServer
+from scorer.serving.resources import cpu_count
+
+RESULTS_DIR = Path(__file__).with_name("results")
+
+
+def _free_port() -> int:
+    import socket
+
+    for port in range(21000, 32000):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768")
+
+
+def _tree_rss(pid: int) -> int:
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
+class Bench:
+    """One benchmark run: a model server, the archives, and the measurements."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.models_root = workdir / "models"
+        self.models_root.mkdir(parents=True)
+        self.payloads = inputs.payloads()
+        self.results: dict[str, Any] = {
+            "machine": {
+                "cpus": cpu_count(),
+                "platform": platform.platform(),
+                "torch": torch.__version__,
+                "cuda": torch.cuda.is_available(),
+            },
+            "settings": {
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "concurrency": args.concurrency,
+                "cycles": args.cycles,
+            },
+            "runs": [],
+            "load": {},
+            "ratios": {},
+        }
+        environ = {
+            **os.environ,
+            "SAGEMAKER_MULTI_MODEL": "true",
+            "SAGEMAKER_BIND_TO_PORT": str(_free_port()),
+            "SCORER_MODELS_ROOT": str(self.models_root),
+            "SCORER_RUN_DIR": str(workdir / "run"),
+            "SCORER_MMS_CONFIG": str(workdir / "run" / "mms.properties"),
+        }
+        self.server = ModelServer(environ, bind_address="127.0.0.1")
+        self.client = httpx.Client(base_url=self.server.url, timeout=300)
+
+    def record(self, backbone: str, stack: str, payload: str, m: Measurement) -> None:
+        row = {"model": backbone, "stack": stack, "input": payload, **m.to_dict()}
+        self.results["runs"].append(row)
+        print(
+            f"{backbone:<20}{stack:<10}{payload:<15}c={m.concurrency:<3}"
+            f"{m.rps:>8.1f} req/s {m.images_per_s:>8.1f} img/s  p50 {m.p50_ms:>7.1f}  "
+            f"p95 {m.p95_ms:>7.1f}  p99 {m.p99_ms:>7.1f} ms  cpu {m.cpu_percent:>5.1f}%"
+            f"{'  errors ' + str(m.errors) if m.errors else ''}",
+            flush=True,
+        )
+
+    def register(self, name: str, path: Path) -> float:
+        started = time.perf_counter()
+        response = self.client.post("/models", json={"model_name": name, "url": str(path)})
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(f"loading {name} failed: {response.status_code} {response.text}")
+        return elapsed
+
+    def unregister(self, name: str) -> None:
+        response = self.client.delete(f"/models/{name}")
+        if response.status_code != 200:
+            raise RuntimeError(f"unloading {name} failed: {response.status_code}")
+
+    def http(self, backbone: str, stack: str, name: str, payload: str, concurrency: int) -> None:
+        p = self.payloads[payload]
+        assert self.server.process is not None
+        m = http_load(
+            f"{stack}:{payload}",
+            f"{self.server.url}/models/{name}/invoke",
+            p.body,
+            p.content_type,
+            concurrency,
+            self.args.duration,
+            self.args.warmup,
+            p.images,
+            [self.server.process.pid],
+        )
+        self.record(backbone, stack, payload, m)
+
+    def limit(self, backbone: str, model_dir: Path, payload: str) -> None:
+        torch.set_num_threads(cpu_count())
+        defaults = CreativeScoringDefaults(torch.device("cpu"), allow_pickle=False, model_name="x")
+        chain = Chain.for_model_dir(model_dir, defaults)
+        chain.load(model_dir)
+        p = self.payloads[payload]
+        ctx = RequestContext(model_name="x", content_type=p.content_type, accept="application/json")
+        m = in_process(
+            f"limit:{payload}",
+            lambda: chain.transform(p.body, ctx),
+            self.args.duration,
+            self.args.warmup,
+            p.images,
+        )
+        self.record(backbone, "limit", payload, m)
+
+    def run(self) -> dict[str, Any]:
+        self.server.start(output=self.workdir / "mms.log")
+        try:
+            self.server.wait_ready(timeout=120)
+            for backbone in self.args.models:
+                self.run_model(backbone)
+            self.load_cycles(self.args.models[0])
+        finally:
+            self.client.close()
+            self.server.stop(grace=10)
+        self.results["ratios"] = ratios(self.results)
+        return self.results
+
+    def run_model(self, backbone: str) -> None:
+        build = self.workdir / "build"
+        build.mkdir(exist_ok=True)
+        ours = f"{backbone}-scorer"
+        ref = f"{backbone}-reference"
+        ours_dir = models.extract(
+            models.build_archive(backbone, ours, build), self.models_root, ours
+        )
+        ref_dir = models.extract(
+            models.build_archive(backbone, ref, build, reference=True), self.models_root, ref
+        )
+        load_times = []
+        for _ in range(self.args.load_reps):
+            load_times.append(self.register(ours, ours_dir))
+            self.unregister(ours)
+        self.results["load"][backbone] = {
+            "post_models_to_ready_s": [round(t, 3) for t in load_times],
+            "best_s": round(min(load_times), 3),
+            "archive_bytes": (build / f"{ours}.tar.gz").stat().st_size,
+        }
+        print(f"{backbone:<20}POST /models -> ready: {min(load_times):.2f} s (best of "
+              f"{len(load_times)})", flush=True)  # fmt: skip
+        self.register(ours, ours_dir)
+        self.register(ref, ref_dir)
+        for payload in self.payloads:
+            self.limit(backbone, ours_dir, payload)
+        for concurrency in self.args.concurrency:
+            self.http(backbone, "scorer", ours, "jpeg1080", concurrency)
+        saturation = max(self.args.concurrency)
+        for payload in self.payloads:
+            if payload != "jpeg1080":
+                self.http(backbone, "scorer", ours, payload, saturation)
+        for concurrency in sorted({1, saturation}):
+            self.http(backbone, "reference", ref, "jpeg1080", concurrency)
+        self.unregister(ours)
+        self.unregister(ref)
+
+    def load_cycles(self, backbone: str) -> None:
+        name = f"{backbone}-scorer"
+        path = self.models_root / name / "model"
+        assert self.server.process is not None
+        pid = self.server.process.pid
+        self.register(name, path)
+        self.unregister(name)
+        first = _tree_rss(pid)
+        for _ in range(self.args.cycles - 1):
+            self.register(name, path)
+            self.unregister(name)
+        last = _tree_rss(pid)
+        self.results["load"]["cycles"] = {
+            "model": backbone,
+            "cycles": self.args.cycles,
+            "rss_after_first_mb": round(first / 1e6, 1),
+            "rss_after_last_mb": round(last / 1e6, 1),
+            "ratio": round(last / first, 3),
+        }
+        print(
+            f"RSS after {self.args.cycles} load/unload cycles: {last / 1e6:.0f} MB vs "
+            f"{first / 1e6:.0f} MB after the first ({last / first:.3f}x)",
+            flush=True,
+        )
+
+
+def _best(runs: list[dict[str, Any]], model: str, stack: str, payload: str) -> dict[str, Any]:
+    rows = [
+        r for r in runs if r["model"] == model and r["stack"] == stack and r["input"] == payload
+    ]
+    return max(rows, key=lambda r: r["rps"]) if rows else {}
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's targets as ratios of measurements from this run."""
+    out: dict[str, Any] = {}
+    runs = results["runs"]
+    for model in {r["model"] for r in runs}:
+        limit = _best(runs, model, "limit", "jpeg1080")
+        ours = _best(runs, model, "scorer", "jpeg1080")
+        ref = _best(runs, model, "reference", "jpeg1080")
+        c1 = next(
+            (r for r in runs if r["model"] == model and r["stack"] == "scorer"
+             and r["input"] == "jpeg1080" and r["concurrency"] == 1),
+            {},
+        )  # fmt: skip
+        entry: dict[str, Any] = {}
+        if limit and ours:
+            entry["http_vs_limit_throughput"] = round(ours["rps"] / limit["rps"], 3)
+        if ours and ref:
+            entry["scorer_vs_reference_throughput"] = round(ours["rps"] / ref["rps"], 3)
+        if c1 and limit:
+            entry["p99_c1_minus_limit_p99_ms"] = round(c1["p99_ms"] - limit["p99_ms"], 2)
+        for payload in ("jpeg1920x1080", "png300x250", "json_batch8"):
+            lim = _best(runs, model, "limit", payload)
+            http = _best(runs, model, "scorer", payload)
+            if lim and http:
+                entry[f"http_vs_limit_{payload}"] = round(http["rps"] / lim["rps"], 3)
+        out[model] = entry
+    return out
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--cycles", type=int, default=100, help="load/unload cycles for RSS")
+    parser.add_argument("--load-reps", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=list(models.BACKBONES))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "latest.json")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.duration, args.warmup, args.cycles, args.load_reps = 0.5, 0.2, 2, 1
+        args.concurrency = [1, 2]
+        args.models = ["mobilenet_v3_small"]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table and ratios, write the JSON."""
+    args = parse(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="scorer-bench-"))
+    try:
+        results = Bench(args, workdir).run()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\nratios (same run):")
+    print(json.dumps(results["ratios"], indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0

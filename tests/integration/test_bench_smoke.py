@@ -1,0 +1,26 @@
+"""The benchmark harness's smoke mode runs end to end (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.run import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["--smoke", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    stacks = {(r["stack"], r["input"]) for r in results["runs"]}
+    assert ("limit", "jpeg1080") in stacks
+    assert ("scorer", "json_batch8") in stacks
+    assert ("reference", "jpeg1080") in stacks
+    assert all(r["errors"] == 0 for r in results["runs"])
+    assert results["load"]["mobilenet_v3_small"]["best_s"] > 0
+    assert results["load"]["cycles"]["cycles"] == 2
+    assert "http_vs_limit_throughput" in results["ratios"]["mobilenet_v3_small"]
