@@ -154,6 +154,45 @@ def validate(source: Path, allow_pickle: bool) -> None:
     click.echo("ok")
 
 
+@cli.command()
+@click.option(
+    "--model-prefix",
+    help="Multi-model endpoint: a directory or s3://bucket/prefix/ holding the model "
+    "archives that TargetModel names [env SCORER_MODEL_PREFIX].",
+)
+@click.option(
+    "--model-dir",
+    type=click.Path(exists=True, path_type=Path),
+    help="Single-model endpoint: a model directory or model.tar.gz.",
+)
+@click.option("--port", type=int, help="Port to listen on [default 8080].")
+@click.option("--bind", help="Address to listen on [default 127.0.0.1].")
+@click.option("--endpoint-name", help="The endpoint name to answer to [default scorer-local].")
+@click.option("--max-models", type=int, help="Most models loaded at once (LRU eviction).")
+@click.option("--max-memory", help="Host memory budget for loaded models, e.g. 4G (LRU eviction).")
+@click.option("--load-wait", type=float, help="Seconds a request waits for a loading model [60].")
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where archives are extracted (<dir>/<hash>/model) [a temporary directory].",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the model server started by the emulator keeps its files and logs.",
+)
+@click.option(
+    "--model-server-url",
+    help="Use this running model server (e.g. http://model-server:8080) instead of starting one.",
+)
+def local(**options: object) -> None:
+    """Run a local SageMaker Runtime (InvokeEndpoint) in front of the model server."""
+    from scorer.local.runner import run_local
+
+    _logging("INFO")
+    raise SystemExit(run_local(os.environ, options))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; domain errors print a message instead of a traceback."""
     try:

@@ -1,0 +1,245 @@
+"""The local SageMaker Runtime: a Starlette app that speaks InvokeEndpoint to the SDKs.
+
+``POST /endpoints/{EndpointName}/invocations``: on a multi-model endpoint the request's
+TargetModel goes through the model cache (fetch, check, extract, register once) and the
+body to the model server's ``POST /models/{hash}/invoke``; on a single-model endpoint to
+``POST /invocations``. Answers carry SageMaker's response headers; errors carry SageMaker
+Runtime's error shapes (:mod:`scorer.local.errors`), never a traceback.
+
+``GET /ping`` answers 200 (for container health checks) and ``GET /_scorer/cache`` the
+cache's statistics; neither is a SageMaker Runtime operation.
+
+Build it with :func:`create_app`; nothing is read or started at import time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scorer.cache.cache import ModelCache
+from scorer.errors import ScorerError
+from scorer.local.errors import (
+    ERROR_TYPE_HEADER,
+    ServiceError,
+    internal_failure,
+    model_error,
+    service_error_for,
+)
+from scorer.local.forwarding import ModelServerClient, ModelServerTimeoutError
+from scorer.local.protocol import (
+    CONTENT_TYPE,
+    CUSTOM_ATTRIBUTES,
+    INVOKED_VARIANT,
+    REQUEST_ID,
+    Invocation,
+    read_invocation,
+)
+from scorer.local.settings import LocalSettings
+
+logger = logging.getLogger("scorer.local")
+
+STATS_PATH = "/_scorer/cache"
+"""The cache's statistics and resident models (scorer's own; not a SageMaker operation)."""
+_TIMEOUT_MESSAGE = (
+    "Your invocation timed out while waiting for a response from the model. "
+    "Review the model server's log, resolve the issue, and try again."
+)
+
+
+def _is_model_missing(response: httpx.Response) -> bool:
+    """MMS's own 404 for a model it does not hold (not a model's 404 answer)."""
+    if response.status_code != 404:
+        return False
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(body, dict) and body.get("type") == "ModelNotFoundException"
+
+
+class _Invoker:
+    """The invocation path: validate, resolve through the cache, forward, shape the answer."""
+
+    def __init__(self, settings: LocalSettings, cache: ModelCache | None) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.client: ModelServerClient | None = None
+
+    def _error(self, error: ServiceError, request_id: str) -> Response:
+        headers = {ERROR_TYPE_HEADER: error.code, REQUEST_ID: request_id}
+        return Response(
+            error.body(), error.status_code, headers=headers, media_type="application/json"
+        )
+
+    def _model_error(self, response: httpx.Response) -> ServiceError:
+        return model_error(
+            response.status_code,
+            response.content.decode("utf-8", errors="replace"),
+            log_stream_arn=self.settings.log_stream_arn,
+            log_hint=self.settings.model_server_log,
+        )
+
+    async def _forward(self, invocation: Invocation) -> httpx.Response:
+        assert self.client is not None
+        if self.cache is None:
+            return await self.client.invoke("/invocations", invocation)
+        assert invocation.target_model is not None
+        for attempt in (1, 2):
+            async with self.cache.use(invocation.target_model) as model:
+                response = await self.client.invoke(f"/models/{model.name}/invoke", invocation)
+                if attempt == 1 and _is_model_missing(response):
+                    # the model server lost the model (restarted?): load it again, once
+                    logger.warning("model server lost %s; reloading", invocation.target_model)
+                    await self.cache.discard(model)
+                    continue
+                return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def invoke(self, request: Request) -> Response:
+        """``POST /endpoints/{EndpointName}/invocations``."""
+        request_id = str(uuid.uuid4())
+        try:
+            invocation = await read_invocation(
+                request, request.path_params["endpoint_name"], self.settings
+            )
+            try:
+                response = await self._forward(invocation)
+            except ModelServerTimeoutError:
+                raise model_error(
+                    0,
+                    _TIMEOUT_MESSAGE,
+                    log_stream_arn=self.settings.log_stream_arn,
+                    log_hint=self.settings.model_server_log,
+                ) from None
+            if response.status_code >= 400:
+                raise self._model_error(response)
+        except ServiceError as error:
+            return self._error(error, request_id)
+        except ScorerError as error:
+            return self._error(
+                service_error_for(
+                    error,
+                    log_stream_arn=self.settings.log_stream_arn,
+                    log_hint=self.settings.model_server_log,
+                ),
+                request_id,
+            )
+        except Exception:
+            logger.exception("invocation %s failed", request_id)
+            return self._error(internal_failure(request_id), request_id)
+        headers = {
+            CONTENT_TYPE: response.headers.get(CONTENT_TYPE, "application/octet-stream"),
+            INVOKED_VARIANT: self.settings.variant_name,
+            REQUEST_ID: request_id,
+        }
+        custom = response.headers.get(CUSTOM_ATTRIBUTES)
+        if custom:
+            headers[CUSTOM_ATTRIBUTES] = custom
+        return Response(response.content, 200, headers=headers)
+
+
+async def _ping(_request: Request) -> Response:
+    return Response(b"", 200)
+
+
+def _stats_route(cache: ModelCache | None) -> Route:
+    async def stats(_request: Request) -> Response:
+        body: dict[str, Any] = {"multi_model": cache is not None}
+        if cache is not None:
+            body["cache"] = cache.stats().to_dict()
+            body["resident"] = [
+                {
+                    "model": model.key,
+                    "name": model.name,
+                    "extracted_bytes": model.extracted_bytes,
+                    "footprint": dict(model.footprint),
+                    "load_ms": model.load_ms,
+                    "in_flight": model.in_flight,
+                }
+                for model in cache.resident()
+            ]
+        return Response(json.dumps(body), 200, media_type="application/json")
+
+    return Route(STATS_PATH, stats, methods=["GET"])
+
+
+def _unknown_operation(request: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    body = json.dumps({"message": f"{request.method} {request.url.path} is not supported"})
+    return Response(
+        body,
+        status,
+        headers={ERROR_TYPE_HEADER: "UnknownOperationException", REQUEST_ID: str(uuid.uuid4())},
+        media_type="application/json",
+    )
+
+
+def _unexpected(_request: Request, _exc: Exception) -> Response:
+    request_id = str(uuid.uuid4())
+    logger.exception("unexpected error (request id %s)", request_id)
+    error = internal_failure(request_id)
+    return Response(
+        error.body(),
+        error.status_code,
+        headers={ERROR_TYPE_HEADER: error.code, REQUEST_ID: request_id},
+        media_type="application/json",
+    )
+
+
+def create_app(settings: LocalSettings, cache: ModelCache | None = None) -> Starlette:
+    """The emulator app for ``settings``.
+
+    Args:
+        settings: the emulator settings; ``settings.model_server_url`` must be set (the
+            runner sets it after starting the model server).
+        cache: the model cache (required for a multi-model endpoint). The app starts it
+            on start-up and closes it (and its registry) on shutdown.
+
+    Raises:
+        ValueError: no model server URL, or a multi-model endpoint without a cache.
+    """
+    if not settings.model_server_url:
+        raise ValueError("the emulator needs the model server's URL")
+    if settings.multi_model and cache is None:
+        raise ValueError("a multi-model endpoint needs a model cache")
+    invoker = _Invoker(settings, cache if settings.multi_model else None)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        assert settings.model_server_url is not None
+        invoker.client = ModelServerClient(
+            settings.model_server_url, settings.invoke_timeout_seconds
+        )
+        if invoker.cache is not None:
+            await invoker.cache.start()
+        try:
+            yield {}
+        finally:
+            if invoker.cache is not None:
+                await invoker.cache.aclose(unload=settings.unload_on_exit)
+            await invoker.client.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/endpoints/{endpoint_name}/invocations", invoker.invoke, methods=["POST"]),
+            Route("/ping", _ping, methods=["GET"]),
+            _stats_route(invoker.cache),
+        ],
+        exception_handlers={HTTPException: _unknown_operation, Exception: _unexpected},
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.cache = invoker.cache
+    return app

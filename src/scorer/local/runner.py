@@ -1,0 +1,390 @@
+"""Running the emulator: the model server it fronts, the model cache, and uvicorn.
+
+By default the emulator starts Multi Model Server itself (the native path: the same server
+and handler the image runs), on an internal loopback port that is never exposed, with
+``SAGEMAKER_MULTI_MODEL=true`` and ``SCORER_MODELS_ROOT`` set to the cache root. With a
+model server URL (the compose ``model-server`` service) it uses that server instead; the
+cache root must then be a directory both see at the same path.
+
+:meth:`LocalEndpoint.serve` runs in the foreground (``scorer local``; SIGINT/SIGTERM stop
+it, and the model server with it); :meth:`LocalEndpoint.running` runs it in a background
+thread (tests, notebooks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+
+from scorer import config as cfg
+from scorer.cache.cache import ModelCache
+from scorer.cache.mms_registry import MmsModelRegistry
+from scorer.cache.settings import parse_size
+from scorer.cache.sources import DirectorySource, open_source
+from scorer.errors import ConfigError
+from scorer.local.app import create_app
+from scorer.local.settings import LOCAL_REGION, LocalSettings, load_local_settings
+from scorer.models.archive import safe_extract
+
+if TYPE_CHECKING:
+    from scorer.serving.mms import ModelServer
+
+logger = logging.getLogger("scorer.local")
+
+MODEL_SERVER_START_TIMEOUT = 180.0
+_EXTERNAL_WAIT_SECONDS = 180.0
+
+
+def free_loopback_port() -> int:
+    """A free loopback TCP port below 32768 (MMS refuses higher ones)."""
+    candidates = list(range(20000, 32000))
+    random.shuffle(candidates)
+    for port in candidates[:500]:
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
+    raise RuntimeError("no free loopback port below 32768")
+
+
+def model_server_environ(
+    settings: LocalSettings,
+    base: Mapping[str, str],
+    run_dir: Path,
+    cache_root: Path,
+    model_dir: Path | None,
+) -> dict[str, str]:
+    """The environment of a model server started by the emulator."""
+    mms_dir = run_dir / "mms"
+    env = {
+        **base,
+        cfg.MULTI_MODEL: "true" if settings.multi_model else "false",
+        cfg.BIND_TO_PORT: str(free_loopback_port()),
+        cfg.MODELS_ROOT: str(cache_root),
+        cfg.RUN_DIR: str(mms_dir),
+        cfg.MMS_CONFIG_PATH: str(mms_dir / "mms.properties"),
+    }
+    if model_dir is not None:
+        env[cfg.MODEL_DIR] = str(model_dir)
+    return env
+
+
+def invoke_snippet(settings: LocalSettings, url: str, example_model: str | None) -> str:
+    """The boto3 one-liner that invokes this endpoint."""
+    target = f"TargetModel='{example_model}', " if settings.multi_model else ""
+    return (
+        "python -c \"import boto3; print(boto3.client('sagemaker-runtime', "
+        f"endpoint_url='{url}', region_name='{LOCAL_REGION}', aws_access_key_id='x', "
+        "aws_secret_access_key='x').invoke_endpoint("
+        f"EndpointName='{settings.endpoint_name}', {target}ContentType='image/jpeg', "
+        "Body=open('creative.jpg', 'rb').read())['Body'].read().decode())\""
+    )
+
+
+class LocalEndpoint:
+    """The emulator, its model cache and (unless external) the model server it starts."""
+
+    def __init__(self, settings: LocalSettings, environ: Mapping[str, str] | None = None):
+        """Args:
+        settings: the emulator settings.
+        environ: the environment the model server inherits (default ``os.environ``).
+        """
+        self.settings = settings
+        self.environ = dict(os.environ if environ is None else environ)
+        self.model_server: ModelServer | None = None
+        self._run_dir: Path | None = None
+        self._own_run_dir = False
+        self._app: Starlette | None = None
+
+    # ------------------------------------------------------------------ start / stop
+
+    def start(self) -> Starlette:
+        """Start (or wait for) the model server and build the app; idempotent."""
+        if self._app is not None:
+            return self._app
+        try:
+            self._app = self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self._app
+
+    def _start(self) -> Starlette:
+        settings = self.settings
+        if settings.model_server_url:
+            _wait_for_ping(settings.model_server_url, _EXTERNAL_WAIT_SECONDS)
+            registry = MmsModelRegistry(
+                settings.model_server_url, log_hint=settings.model_server_log
+            )
+            cache = (
+                ModelCache.from_settings(settings.cache, registry) if settings.multi_model else None
+            )
+            self.settings = replace(settings, unload_on_exit=True)
+            return create_app(self.settings, cache)
+        from scorer.serving.mms import ModelServer  # imports torch: only when needed
+
+        run_dir = self._prepare_run_dir()
+        cache_root = (
+            settings.cache.cache_dir if settings.cache_dir_set else run_dir / "models"
+        ).absolute()
+        cache_root.mkdir(parents=True, exist_ok=True)
+        model_dir = self._single_model_dir(run_dir) if not settings.multi_model else None
+        env = model_server_environ(settings, self.environ, run_dir, cache_root, model_dir)
+        server = ModelServer(env, bind_address="127.0.0.1")
+        self.model_server = server
+        server.start()
+        server.wait_ready(MODEL_SERVER_START_TIMEOUT)
+        assert server.process is not None
+        log_dir = str(server.config.log_dir)
+        self.settings = replace(
+            settings, model_server_url=server.url, model_server_log=log_dir, unload_on_exit=False
+        )
+        cache = None
+        if self.settings.multi_model:
+            registry = MmsModelRegistry(server.url, server_pid=server.process.pid, log_hint=log_dir)
+            cache_settings = replace(self.settings.cache, cache_dir=cache_root)
+            cache = ModelCache.from_settings(cache_settings, registry)
+        return create_app(self.settings, cache)
+
+    def _prepare_run_dir(self) -> Path:
+        if self.settings.run_dir is not None:
+            self._run_dir = self.settings.run_dir.absolute()
+            self._run_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            self._run_dir = Path(tempfile.mkdtemp(prefix="scorer-local-"))
+            self._own_run_dir = True
+        return self._run_dir
+
+    def _single_model_dir(self, run_dir: Path) -> Path:
+        model = self.settings.model_dir
+        assert model is not None
+        if model.is_dir():
+            return model.absolute()
+        if not model.is_file():
+            raise ConfigError(f"{model} is neither a model directory nor a model archive")
+        dest = run_dir / "model"
+        if dest.exists():
+            shutil.rmtree(dest)
+        safe_extract(model, dest)
+        return dest
+
+    def close(self) -> None:
+        """Stop the model server it started and remove its temporary run directory."""
+        server = self.model_server
+        self.model_server = None
+        if server is not None:
+            server.stop(grace=10)
+        if self._own_run_dir and self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._own_run_dir = False
+
+    # ------------------------------------------------------------------ serving
+
+    def _uvicorn(self) -> uvicorn.Server:
+        config = uvicorn.Config(
+            self.start(),
+            host=self.settings.bind,
+            port=self.settings.port,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+        return uvicorn.Server(config)
+
+    def example_model(self) -> str | None:
+        """One archive under a directory prefix, to show in the invoke snippet."""
+        prefix = self.settings.cache.model_prefix
+        if not prefix:
+            return None
+        source = open_source(prefix)
+        if isinstance(source, DirectorySource) and source.root.is_dir():
+            found = sorted(source.root.rglob("*.tar.gz"))
+            if found:
+                return found[0].relative_to(source.root).as_posix()
+        return "creative-v3.tar.gz"
+
+    def serve(self, announce: Callable[[str], None] | None = None) -> None:
+        """Serve in the foreground until SIGINT/SIGTERM, then stop the model server.
+
+        A signal while the model server starts aborts the start (``SystemExit``); once
+        uvicorn serves, it shuts down gracefully and the model server is stopped after it.
+
+        Args:
+            announce: called with the emulator's URL once it accepts connections.
+        """
+        server: uvicorn.Server | None = None
+
+        def _on_signal(signum: int, _frame: object) -> None:
+            if server is None:
+                raise SystemExit(128 + signum)
+            # uvicorn handles the signal while it serves, then raises it again after its
+            # shutdown (with this handler restored): only make sure it stops.
+            server.should_exit = True
+
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, _on_signal) for sig in handled}
+        try:
+            _check_port_free(self.settings.bind, self.settings.port)
+            server = self._uvicorn()
+
+            async def main(server: uvicorn.Server) -> None:
+                serving = asyncio.create_task(server.serve())
+                while not server.started and not serving.done():
+                    await asyncio.sleep(0.05)
+                if server.started and announce is not None:
+                    announce(_bound_url(server, self.settings.bind))
+                await serving
+
+            asyncio.run(main(server))
+        finally:
+            self.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def running(self, timeout: float = 30.0) -> Iterator[str]:
+        """Serve in a background thread; yields the emulator's URL; stops everything on exit."""
+        try:
+            app = self.start()
+            with serve_in_thread(app, self.settings.bind, self.settings.port, timeout) as url:
+                yield url
+        finally:
+            self.close()
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    app: Starlette, bind: str = "127.0.0.1", port: int = 0, timeout: float = 30.0
+) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread (port 0: any); yields its URL."""
+    config = uvicorn.Config(
+        app,
+        host=bind,
+        port=port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="scorer-local", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError("the local SageMaker Runtime emulator did not start")
+        time.sleep(0.02)
+    try:
+        yield _bound_url(server, bind)
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+
+
+def _bound_url(server: uvicorn.Server, bind: str) -> str:
+    port = server.servers[0].sockets[0].getsockname()[1]
+    host = "127.0.0.1" if bind in {"0.0.0.0", "::", ""} else bind
+    return f"http://{host}:{port}"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
+            ) from None
+
+
+def _wait_for_ping(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(f"{url.rstrip('/')}/ping").status_code == 200:
+                    return
+            time.sleep(0.5)
+    raise RuntimeError(f"the model server at {url} did not answer /ping in {timeout:g} s")
+
+
+_CACHE_OPTIONS = {
+    "model_prefix": "model_prefix",
+    "max_models": "max_models",
+    "load_wait": "load_wait_seconds",
+    "cache_dir": "cache_dir",
+}
+_OPTIONS = ("port", "bind", "endpoint_name", "model_dir", "run_dir", "model_server_url")
+
+
+def overrides_from_options(options: Mapping[str, object]) -> dict[str, object]:
+    """``scorer local`` options (None: not given) as :func:`load_local_settings` overrides.
+
+    Raises:
+        ConfigError: ``--max-memory`` is not a size.
+    """
+    overrides: dict[str, object] = {}
+    for option, name in _CACHE_OPTIONS.items():
+        if options.get(option) is not None:
+            overrides[name] = options[option]
+    if overrides.get("max_models") == 0:
+        overrides["max_models"] = None
+    memory = options.get("max_memory")
+    if memory is not None:
+        try:
+            overrides["max_memory_bytes"] = parse_size(str(memory)) or None
+        except ValueError as exc:
+            raise ConfigError(f"--max-memory: {exc}") from None
+    for name in _OPTIONS:
+        if options.get(name) is not None:
+            overrides[name] = options[name]
+    return overrides
+
+
+def run_local(environ: Mapping[str, str], options: Mapping[str, object]) -> int:
+    """``scorer local``: serve until SIGINT/SIGTERM; print the boto3 one-liner when ready.
+
+    Raises:
+        ConfigError: the options or environment cannot be used.
+    """
+    settings = load_local_settings(environ, overrides_from_options(options))
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    endpoint = LocalEndpoint(settings, environ)
+
+    def announce(url: str) -> None:
+        settings_now = endpoint.settings
+        kind = (
+            f"multi-model, models from {settings_now.cache.model_prefix}"
+            if settings_now.multi_model
+            else f"single model {settings_now.model_dir}"
+        )
+        print(
+            f"\nscorer local: endpoint {settings_now.endpoint_name!r} is ready at {url} "
+            f"({kind}).\nInvoke it with:\n\n"
+            f"  {invoke_snippet(settings_now, url, endpoint.example_model())}\n\n"
+            "Press Ctrl+C to stop.\n",
+            flush=True,
+        )
+
+    endpoint.serve(announce)
+    return 0

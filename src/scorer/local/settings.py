@@ -1,0 +1,147 @@
+"""The local SageMaker Runtime emulator's settings, read once from an environment mapping.
+
+Environment variables (the ``scorer local`` options override them):
+
+==================================  =======================================================
+``SCORER_LOCAL_ENDPOINT_NAME``      the endpoint name it answers to (default scorer-local)
+``SCORER_LOCAL_BIND``               address to listen on (default 127.0.0.1)
+``SCORER_LOCAL_PORT``               port to listen on (default 8080)
+``SCORER_LOCAL_MODEL_SERVER_URL``   an already running model server (e.g. the compose
+                                    ``model-server`` service) instead of starting one
+==================================  =======================================================
+
+The model cache's own variables (``SCORER_MODEL_PREFIX``, ``SCORER_CACHE_*``) are read by
+:func:`scorer.cache.settings.load_cache_settings`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from scorer.cache.settings import CACHE_DIR, CacheSettings, load_cache_settings
+from scorer.config import SAGEMAKER_PAYLOAD_LIMIT
+from scorer.errors import ConfigError
+
+ENDPOINT_NAME = "SCORER_LOCAL_ENDPOINT_NAME"
+BIND = "SCORER_LOCAL_BIND"
+PORT = "SCORER_LOCAL_PORT"
+MODEL_SERVER_URL = "SCORER_LOCAL_MODEL_SERVER_URL"
+
+DEFAULT_ENDPOINT_NAME = "scorer-local"
+DEFAULT_VARIANT = "AllTraffic"
+"""The production variant name SageMaker gives a single-variant endpoint by default."""
+LOCAL_ACCOUNT = "000000000000"
+LOCAL_REGION = "us-east-1"
+_ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """What the emulator needs to know.
+
+    Attributes:
+        endpoint_name: the one endpoint name it serves; any other is "not found".
+        bind: the listening address (loopback by default).
+        port: the listening port.
+        model_dir: single-model mode: the model directory (or archive) to serve.
+        model_server_url: an external model server (management and inference on one
+            URL); None starts one on an internal loopback port.
+        model_server_log: where the model server's log is, for error messages.
+        cache: the model cache settings (multi-model mode: ``cache.model_prefix`` is set).
+        variant_name: ``x-Amzn-Invoked-Production-Variant`` of every response.
+        max_payload_bytes: the largest request body (SageMaker's 6 MB).
+        invoke_timeout_seconds: how long one invocation may take.
+        unload_on_exit: unload the models from the model server when the emulator stops
+            (for an external model server that outlives it).
+        run_dir: where a model server started by the emulator keeps its files (None: a
+            temporary directory removed on exit).
+        cache_dir_set: whether ``cache.cache_dir`` was chosen (else a model server started
+            by the emulator gets its cache under ``run_dir``).
+    """
+
+    endpoint_name: str = DEFAULT_ENDPOINT_NAME
+    bind: str = "127.0.0.1"
+    port: int = 8080
+    model_dir: Path | None = None
+    model_server_url: str | None = None
+    model_server_log: str = ""
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    variant_name: str = DEFAULT_VARIANT
+    max_payload_bytes: int = SAGEMAKER_PAYLOAD_LIMIT
+    invoke_timeout_seconds: float = 60.0
+    unload_on_exit: bool = False
+    run_dir: Path | None = None
+    cache_dir_set: bool = False
+
+    def __post_init__(self) -> None:
+        if not _ENDPOINT_NAME.match(self.endpoint_name):
+            raise ConfigError(
+                f"{self.endpoint_name!r} is not a valid SageMaker endpoint name "
+                "(letters, digits and hyphens, at most 63)"
+            )
+        if not 0 <= self.port < 65536:  # 0: any free port
+            raise ConfigError(f"not a valid port: {self.port}")
+        if (self.model_dir is None) == (self.cache.model_prefix is None):
+            raise ConfigError(
+                "give either a model prefix (multi-model endpoint) or a model directory "
+                "(single-model endpoint)"
+            )
+
+    @property
+    def multi_model(self) -> bool:
+        """Whether this is a multi-model endpoint (TargetModel required)."""
+        return self.cache.model_prefix is not None
+
+    @property
+    def log_group(self) -> str:
+        """The CloudWatch log group SageMaker would write the endpoint's logs to."""
+        return f"/aws/sagemaker/Endpoints/{self.endpoint_name}"
+
+    @property
+    def log_stream_arn(self) -> str:
+        """A CloudWatch-style ARN for ``ModelError.LogStreamArn``."""
+        return (
+            f"arn:aws:logs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:log-group:{self.log_group}"
+            f":log-stream:{self.variant_name}/local"
+        )
+
+
+def load_local_settings(
+    environ: Mapping[str, str], overrides: Mapping[str, object] | None = None
+) -> LocalSettings:
+    """Read :class:`LocalSettings` (and its cache settings) from ``environ``, once.
+
+    Args:
+        environ: usually ``os.environ``.
+        overrides: field values that win over the environment (command-line options);
+            cache fields are given by their :class:`CacheSettings` names.
+
+    Raises:
+        ConfigError: a value cannot be used.
+    """
+    overrides = dict(overrides or {})
+    cache = load_cache_settings(environ)
+    cache_fields = {
+        key: overrides.pop(key)
+        for key in list(overrides)
+        if key in CacheSettings.__dataclass_fields__
+    }
+    port_raw = (environ.get(PORT) or "").strip()
+    try:
+        port = int(port_raw) if port_raw else 8080
+    except ValueError:
+        raise ConfigError(f"{PORT} must be a port number, got {port_raw!r}") from None
+    values: dict[str, object] = {
+        "endpoint_name": (environ.get(ENDPOINT_NAME) or "").strip() or DEFAULT_ENDPOINT_NAME,
+        "bind": (environ.get(BIND) or "").strip() or "127.0.0.1",
+        "port": port,
+        "model_server_url": (environ.get(MODEL_SERVER_URL) or "").strip() or None,
+    }
+    values.update(overrides)
+    values["cache_dir_set"] = bool(environ.get(CACHE_DIR)) or "cache_dir" in cache_fields
+    if values.get("model_dir") is not None and "model_prefix" not in cache_fields:
+        cache = replace(cache, model_prefix=None)  # single-model: the prefix does not apply
+    return LocalSettings(cache=replace(cache, **cache_fields), **values)  # type: ignore[arg-type]
