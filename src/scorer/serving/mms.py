@@ -184,8 +184,12 @@ class ModelServer:
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int | None:
         """Stop MMS and its workers: SIGTERM to the process group, SIGKILL after ``grace``."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
+        if self.process is None:
+            return None
+        if self.process.poll() is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # orphaned workers, if any
+            return self.process.returncode
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -196,15 +200,74 @@ class ModelServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()
 
-    def serve_forever(self) -> int:
-        """Start, then wait for MMS to exit; SIGTERM/SIGINT stop it within the grace period."""
-        self.start()
-        assert self.process is not None
+    def loaded_models(self) -> dict[str, str]:
+        """``{model name: model url}`` as MMS lists them now (all pages)."""
+        models: dict[str, str] = {}
+        token: str | None = None
+        with httpx.Client(base_url=self.url, timeout=5.0) as client:
+            while True:
+                params = {"limit": "100", **({"next_page_token": token} if token else {})}
+                body = client.get("/models", params=params).json()
+                for entry in body.get("models", []):
+                    models[entry["modelName"]] = entry["modelUrl"]
+                token = body.get("nextPageToken")
+                if not token:
+                    return models
+
+    def restore(self, models: Mapping[str, str]) -> None:
+        """Register ``models`` again (after a restart); failures are logged, not raised."""
+        with httpx.Client(base_url=self.url, timeout=float(self.config.timeout_seconds)) as client:
+            for name, url in models.items():
+                try:
+                    status = client.post(
+                        "/models", json={"model_name": name, "url": url}
+                    ).status_code
+                except httpx.HTTPError as exc:
+                    status = repr(exc)
+                logger.info("restored model %s after restart: %s", name, status)
+
+    def serve_forever(self, poll_seconds: float = 2.0, max_restarts: int = 5) -> int:
+        """Run MMS until SIGTERM/SIGINT; restart it if it dies, restoring its models.
+
+        SIGTERM/SIGINT stop MMS within the grace period. An unexpected exit is restarted
+        and the multi-model endpoint's loaded models are registered again; more than
+        ``max_restarts`` exits in 10 minutes end the process (SageMaker then replaces it).
+        """
+        stopping = False
 
         def _terminate(signum: int, _frame: object) -> None:
+            nonlocal stopping
             logger.info("received signal %d: stopping the model server", signum)
+            stopping = True
             self.stop()
 
         signal.signal(signal.SIGTERM, _terminate)
         signal.signal(signal.SIGINT, _terminate)
-        return self.process.wait()
+        self.start()
+        assert self.process is not None
+        known: dict[str, str] = {}
+        restarts: list[float] = []
+        while True:
+            try:
+                code = self.process.wait(timeout=poll_seconds)
+            except subprocess.TimeoutExpired:
+                if self.config.multi_model:
+                    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                        known = self.loaded_models()
+                continue
+            if stopping:
+                return code
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 600] + [now]
+            logger.error("Multi Model Server exited unexpectedly with %s", code)
+            if len(restarts) > max_restarts:
+                logger.error("too many restarts; exiting so the platform replaces the container")
+                return code or 1
+            self.stop(grace=5)  # reap any workers left in its process group
+            self.start()
+            try:
+                self.wait_ready()
+            except RuntimeError:
+                logger.exception("the restarted model server did not become ready")
+                continue
+            self.restore(known)

@@ -1,0 +1,121 @@
+"""Faults against the real server: killed workers, a killed model server, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.support.models import creative_model_dir, image_bytes
+from tests.support.servers import load, server_environ
+
+pytestmark = pytest.mark.integration
+
+ENTRYPOINT = Path(__file__).resolve().parents[2] / "entrypoint.py"
+
+
+def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _invoke(url: str, name: str) -> int:
+    response = httpx.post(
+        f"{url}/models/{name}/invoke",
+        content=image_bytes(),
+        headers={"Content-Type": "image/jpeg"},
+        timeout=30,
+    )
+    return response.status_code
+
+
+@pytest.fixture
+def entrypoint_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """``python entrypoint.py serve`` (as the container runs it) in multi-model mode."""
+    models_root = tmp_path / "models"
+    model_dir = creative_model_dir(models_root, "m1")
+    env = server_environ(
+        tmp_path / "run",
+        {"SAGEMAKER_MULTI_MODEL": "true", "SCORER_MODELS_ROOT": str(models_root)},
+    )
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, str(ENTRYPOINT), "serve", "--bind", "127.0.0.1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{env['SAGEMAKER_BIND_TO_PORT']}"
+    try:
+        _wait(lambda: httpx.get(f"{url}/ping", timeout=2).status_code == 200, 90, "/ping")
+        yield process, url, model_dir
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+def _children(pid: int, marker: str) -> list[psutil.Process]:
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            if any(marker in part for part in child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_killed_worker_is_restarted_and_serves_again(entrypoint_server) -> None:  # type: ignore[no-untyped-def]
+    process, url, model_dir = entrypoint_server
+    with httpx.Client(base_url=url, timeout=120) as client:
+        assert load(client, "m1", model_dir).status_code == 200
+    assert _invoke(url, "m1") == 200
+    # MMS runs one listener process per worker port, which forks the process that loads the
+    # model and serves it; that one (the biggest, what an OOM killer would pick) is killed.
+    workers = _children(process.pid, "model_service_worker")
+    serving = [w for w in workers if w.ppid() in {x.pid for x in workers}]
+    assert serving, f"no forked MMS worker among {[w.pid for w in workers]}"
+    for worker in serving:
+        worker.kill()
+    _wait(lambda: _invoke(url, "m1") == 200, 90, "the restarted worker to serve")
+
+
+def test_killed_model_server_is_restarted_with_its_models(entrypoint_server) -> None:  # type: ignore[no-untyped-def]
+    process, url, model_dir = entrypoint_server
+    with httpx.Client(base_url=url, timeout=120) as client:
+        assert load(client, "m1", model_dir).status_code == 200
+    time.sleep(3)  # the entrypoint notes the loaded models every 2 s
+    java = _children(process.pid, "com.amazonaws.ml.mms.ModelServer")
+    assert java, "no MMS Java process found"
+    java[0].kill()
+    _wait(lambda: _invoke(url, "m1") == 200, 120, "the model to serve after the restart")
+    assert process.poll() is None
+
+
+def test_sigterm_stops_the_server_promptly(entrypoint_server) -> None:  # type: ignore[no-untyped-def]
+    process, url, _ = entrypoint_server
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)
+    assert time.monotonic() - started < 30
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{url}/ping", timeout=2)
+    assert not _children(os.getpid(), "model_service_worker")
