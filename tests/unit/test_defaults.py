@@ -1,0 +1,263 @@
+"""scorer.inference.defaults: the default model_fn/input_fn/predict_fn/output_fn, one by one."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scorer.errors import BadRequestError, ModelLoadError, UnsupportedAcceptError
+from scorer.inference import content_types as ct
+from scorer.inference.codecs import ImageBatch
+from scorer.inference.defaults import CreativeScoringDefaults, Scores
+from scorer.inference.images import decode_image, preprocess_images
+from scorer.models.loading import LoadedModel
+from scorer.models.spec import InputSpec
+from tests.support.models import creative_model_dir, image_bytes, torchscript_model_dir
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny models: one intra-op thread avoids contention on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def defaults(name: str = "m") -> CreativeScoringDefaults:
+    return CreativeScoringDefaults(CPU, allow_pickle=False, model_name=name)
+
+
+@pytest.fixture(scope="module")
+def creative(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[CreativeScoringDefaults, LoadedModel]:
+    model_dir = creative_model_dir(tmp_path_factory.mktemp("creative"), "creative", version="7")
+    fns = defaults("creative")
+    return fns, fns.model_fn(model_dir)
+
+
+@pytest.fixture(scope="module")
+def affine(tmp_path_factory: pytest.TempPathFactory) -> tuple[CreativeScoringDefaults, LoadedModel]:
+    model_dir = torchscript_model_dir(tmp_path_factory.mktemp("affine"), "affine")
+    fns = defaults("affine")
+    return fns, fns.model_fn(str(model_dir))
+
+
+def scores(values: list[list[float]], names: list[str]) -> Scores:
+    return Scores(np.array(values, dtype=np.float32), names, model="m", version="3")
+
+
+# --- model_fn / input_fn ------------------------------------------------------------------------
+
+
+def test_input_spec_starts_as_imagenet_default() -> None:
+    assert defaults().input_spec == InputSpec()
+
+
+def test_model_fn_loads_and_remembers_the_input_spec(creative: tuple) -> None:
+    fns, model = creative
+    assert isinstance(model, LoadedModel)
+    assert model.source == "state_dict"
+    assert fns.input_spec == model.spec.input
+    assert fns.input_spec.size == 64
+
+
+def test_model_fn_accepts_a_string_path(affine: tuple) -> None:
+    _, model = affine
+    assert model.source == "torchscript"
+
+
+def test_input_fn_keeps_images_as_pil(creative: tuple) -> None:
+    fns, _ = creative
+    data = fns.input_fn(image_bytes("PNG", (90, 60)), ct.PNG)
+    assert isinstance(data, ImageBatch)
+    assert data.single is True
+    assert data.images[0].size == (90, 60)
+
+
+def test_input_fn_decodes_jpeg_at_the_spec_resize(creative: tuple) -> None:
+    fns, _ = creative  # size 64, resize 72: a 1024x768 JPEG is drafted at 1/8 scale
+    data = fns.input_fn(image_bytes("JPEG", (1024, 768)), ct.JPEG)
+    assert isinstance(data, ImageBatch)
+    assert data.images[0].size == (128, 96)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(b"[[1, 2, 3, 4]]", ct.JSON), (b"1,2,3,4\n", ct.CSV)],
+)
+def test_input_fn_turns_tensor_formats_into_float_tensors(
+    creative: tuple, body: bytes, content_type: str
+) -> None:
+    fns, _ = creative
+    data = fns.input_fn(body, content_type)
+    assert isinstance(data, torch.Tensor)
+    assert data.dtype == torch.float32
+    assert data.flatten().tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_input_fn_propagates_client_errors(creative: tuple) -> None:
+    fns, _ = creative
+    with pytest.raises(BadRequestError):
+        fns.input_fn(b"[1, NaN]", ct.JSON)
+
+
+# --- predict_fn ---------------------------------------------------------------------------------
+
+
+def test_predict_fn_scores_a_batch_in_one_pass(creative: tuple) -> None:
+    fns, model = creative
+    imgs = [decode_image(image_bytes("JPEG", (80, 60), seed=s)) for s in range(3)]
+    result = fns.predict_fn(ImageBatch(imgs, single=False), model)
+    assert isinstance(result, Scores)
+    assert result.values.shape == (3, 2)
+    assert result.values.dtype == np.float32
+    assert result.head_names == ["appeal", "clarity"]
+    assert (result.model, result.version) == ("creative", "7")
+    with torch.inference_mode():
+        expected = model(preprocess_images(imgs, model.spec.input)).numpy()
+    np.testing.assert_allclose(result.values, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_fn_runs_tensors_through_the_model(affine: tuple) -> None:
+    fns, model = affine
+    out = fns.predict_fn(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), model)
+    assert out.tolist() == [[1.5, 8.0]]
+
+
+def test_predict_fn_accepts_numpy_arrays(affine: tuple) -> None:
+    fns, model = affine
+    out = fns.predict_fn(np.array([[0.0, 1.0, 1.0, 1.0]], dtype=np.float32), model)
+    assert out.tolist() == [[0.5, 2.0]]
+
+
+def test_predict_fn_tensor_the_model_rejects_is_400(affine: tuple) -> None:
+    fns, model = affine
+    with pytest.raises(BadRequestError) as info:
+        fns.predict_fn(torch.ones(2, 3), model)
+    assert info.value.message.startswith("input tensor of shape (2, 3) was rejected by the model: ")
+    assert "\n" not in info.value.message
+
+
+def test_predict_fn_passes_other_data_to_the_model_untouched() -> None:
+    assert defaults().predict_fn({"k": 1}, lambda data: ("seen", data)) == ("seen", {"k": 1})
+
+
+def test_predict_fn_with_a_plain_callable_model_uses_generic_names() -> None:
+    fns = defaults("plain")
+    fns.input_spec = InputSpec(size=16, resize=16, policy="resize")
+    img = Image.new("RGB", (20, 20), (255, 255, 255))
+    result = fns.predict_fn(ImageBatch([img], single=True), lambda x: x.mean(dim=(2, 3)))
+    assert isinstance(result, Scores)
+    assert result.head_names == ["score_0", "score_1", "score_2"]
+    assert (result.model, result.version) == ("plain", "0")
+
+
+def test_model_returning_a_non_tensor_for_images_is_a_server_error() -> None:
+    fns = defaults()
+    fns.input_spec = InputSpec(size=16, resize=16)
+    batch = ImageBatch([Image.new("RGB", (20, 20))], single=True)
+    with pytest.raises(ModelLoadError, match="model returned dict, expected a tensor"):
+        fns.predict_fn(batch, lambda x: {"not": "a tensor"})
+
+
+def test_model_with_more_outputs_than_heads_is_a_server_error(creative: tuple) -> None:
+    fns, model = creative
+    wrong = LoadedModel(
+        network=lambda x: torch.zeros(x.shape[0], 5), spec=model.spec, device=CPU, source="x"
+    )
+    batch = ImageBatch([Image.new("RGB", (70, 70))], single=True)
+    with pytest.raises(ModelLoadError) as info:
+        fns.predict_fn(batch, wrong)
+    assert info.value.message == ("model produced 5 outputs per image but its spec names 2 heads")
+
+
+# --- output_fn ----------------------------------------------------------------------------------
+
+
+def test_scores_records() -> None:
+    assert scores([[1.0, 2.0], [3.0, 4.0]], ["a", "b"]).records() == [
+        {"a": 1.0, "b": 2.0},
+        {"a": 3.0, "b": 4.0},
+    ]
+
+
+def test_output_fn_scores_as_json() -> None:
+    body = defaults().output_fn(scores([[0.25, -1.0]], ["appeal", "clarity"]), ct.JSON)
+    assert json.loads(body) == {
+        "scores": [{"appeal": 0.25, "clarity": -1.0}],
+        "model": "m",
+        "version": "3",
+    }
+
+
+def test_output_fn_scores_nan_becomes_null() -> None:
+    body = defaults().output_fn(scores([[math.nan, math.inf]], ["a", "b"]), ct.JSON)
+    assert json.loads(body)["scores"] == [{"a": None, "b": None}]
+
+
+def test_output_fn_scores_as_csv_has_a_header_row() -> None:
+    body = defaults().output_fn(scores([[0.5, 1.0], [2.0, 3.5]], ["appeal", "clarity"]), ct.CSV)
+    assert body.decode().splitlines() == ["appeal,clarity", "0.5,1.0", "2.0,3.5"]
+
+
+def test_output_fn_scores_as_npy() -> None:
+    body = defaults().output_fn(scores([[0.5, 1.0]], ["a", "b"]), ct.NPY)
+    array = np.load(io.BytesIO(body))
+    assert array.dtype == np.float32
+    assert array.tolist() == [[0.5, 1.0]]
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [(ct.JSON, b"[[1.5, 8.0]]"), (ct.CSV, b"1.5,8.0\n")],
+)
+def test_output_fn_tensors_are_encoded_as_is(accept: str, expected: bytes) -> None:
+    assert defaults().output_fn(torch.tensor([[1.5, 8.0]]), accept) == expected
+
+
+def test_output_fn_passes_bytes_and_strings_through() -> None:
+    fns = defaults()
+    assert fns.output_fn(b"raw", ct.CSV) == b"raw"
+    assert fns.output_fn(bytearray(b"raw"), ct.CSV) == b"raw"
+    assert fns.output_fn("text", ct.JSON) == b"text"
+
+
+@pytest.mark.parametrize("prediction", [scores([[1.0]], ["a"]), torch.ones(1)])
+def test_output_fn_unsupported_accept_is_406(prediction: object) -> None:
+    with pytest.raises(UnsupportedAcceptError):
+        defaults().output_fn(prediction, "image/png")
+
+
+# --- warm_up ------------------------------------------------------------------------------------
+
+
+def test_warm_up_ignores_models_that_are_not_loaded_models() -> None:
+    defaults().warm_up(lambda x: 1 / 0)  # never called
+
+
+def test_warm_up_raises_for_a_broken_state_dict_model(creative: tuple) -> None:
+    fns, model = creative
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("broken network")
+
+    bad = LoadedModel(network=broken, spec=model.spec, device=CPU, source="state_dict")
+    with pytest.raises(RuntimeError, match="broken network"):
+        fns.warm_up(bad)
+
+
+def test_warm_up_keeps_spec_heads(creative: tuple) -> None:
+    fns, model = creative
+    fns.warm_up(model)
+    assert model.head_names == ["appeal", "clarity"]
