@@ -107,7 +107,16 @@ def _bool(environ: Mapping[str, str], key: str, default: bool) -> bool:
     raise ConfigError(f"{key} must be true or false, got {raw!r}")
 
 
-def _int(environ: Mapping[str, str], key: str, default: int | None, minimum: int = 0) -> int | None:
+JAVA_INT_MAX = 2**31 - 1  # MMS parses its numeric properties with Integer.parseInt
+
+
+def _int(
+    environ: Mapping[str, str],
+    key: str,
+    default: int | None,
+    minimum: int = 0,
+    maximum: int = JAVA_INT_MAX,
+) -> int | None:
     raw = environ.get(key)
     if raw is None or raw.strip() == "":
         return default
@@ -117,6 +126,8 @@ def _int(environ: Mapping[str, str], key: str, default: int | None, minimum: int
         raise ConfigError(f"{key} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{key} must be >= {minimum}, got {value}")
+    if value > maximum:
+        raise ConfigError(f"{key} must be <= {maximum}, got {value}")
     return value
 
 
@@ -137,7 +148,7 @@ def _max_request_size(environ: Mapping[str, str]) -> int:
     size = _int(environ, MAX_REQUEST_SIZE, None, minimum=1)
     if size is not None:
         return size
-    megabytes = _int(environ, MAX_PAYLOAD_IN_MB, None, minimum=1)
+    megabytes = _int(environ, MAX_PAYLOAD_IN_MB, None, minimum=1, maximum=JAVA_INT_MAX >> 20)
     if megabytes is not None:
         return megabytes * 1024 * 1024
     return SAGEMAKER_PAYLOAD_LIMIT
@@ -171,7 +182,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
     run_dir = Path(env.get(RUN_DIR) or "/tmp/scorer")
     startup = _int(env, STARTUP_TIMEOUT, 600, minimum=1)
     concurrent = _int(env, MAX_CONCURRENT_TRANSFORMS, 1, minimum=1)
-    payload_mb = _int(env, MAX_PAYLOAD_IN_MB, 6, minimum=1)
+    payload_mb = _int(env, MAX_PAYLOAD_IN_MB, 6, minimum=1, maximum=JAVA_INT_MAX >> 20)
     assert startup is not None and concurrent is not None and payload_mb is not None
     return ServerConfig(
         multi_model=_bool(env, MULTI_MODEL, False),

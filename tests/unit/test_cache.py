@@ -356,6 +356,7 @@ def test_a_second_507_surfaces_and_leaves_nothing(tmp_path: Path, prefix: Path) 
         with pytest.raises(InsufficientMemoryError) as raised:
             await touch(cache, "b.tar.gz")
         assert raised.value.status_code == 507
+        assert "'b.tar.gz' does not fit" in raised.value.message
 
     run(cache, body)
     assert cache.stats().resident_models == ()  # a was evicted for the retry

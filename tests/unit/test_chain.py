@@ -314,11 +314,6 @@ def test_user_output_fn_returning_an_object_is_encoded_as_json(creative_dir: Pat
     assert json.loads(response.body) == {"heads": ["appeal", "clarity"]}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: with a user output_fn, an Accept listing several unsupported types is passed "
-    "whole ('application/xml, text/html') to output_fn and used as the response Content-Type",
-)
 @pytest.mark.usefixtures("clean_imports")
 def test_user_output_fn_gets_one_media_type_from_a_list(creative_dir: Path) -> None:
     model_dir = add_code(

@@ -227,11 +227,6 @@ def test_deeply_nested_json_is_400_not_a_crash() -> None:
     assert "malformed JSON" in bad_request(body, ct.JSON).message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an integer literal over Python's 4300-digit limit makes json.loads raise a "
-    "plain ValueError, which decode_json does not catch (a 500 instead of a 400)",
-)
 def test_json_integer_with_too_many_digits_is_400() -> None:
     bad_request(b"[" + b"1" * 5000 + b"]", ct.JSON)
 
@@ -345,21 +340,11 @@ _NPY_HEADER_BUGS = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_npy catches only ValueError/OSError/EOFError; a zip magic (BadZipFile) or "
-    "a malformed header (TokenError, SyntaxError, TypeError) escapes as a 500",
-)
 @pytest.mark.parametrize("body", _NPY_HEADER_BUGS)
 def test_npy_with_corrupt_header_is_400(body: bytes) -> None:
     bad_request(body, ct.NPY)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_npy allocates the shape an .npy header declares before reading data, so "
-    "a 100-byte body declaring 2**50 floats raises MemoryError (a 507 at the edge), not a 4xx",
-)
 def test_npy_declaring_a_huge_shape_is_refused_without_allocating() -> None:
     body = npy_with_header(f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({2**50},), }}")
     assert len(body) < 200
@@ -524,3 +509,18 @@ def test_decode_returns_or_raises_a_client_error(
     else:
         assert decoded.images and all(isinstance(i, Image.Image) for i in decoded.images)
         assert all(i.mode == "RGB" for i in decoded.images)
+
+
+def test_json_batch_pixel_budget_is_413(monkeypatch: pytest.MonkeyPatch) -> None:
+    import base64
+
+    from scorer.errors import PayloadTooLargeError
+    from tests.support.models import image_bytes
+
+    monkeypatch.setattr(codecs, "MAX_BATCH_PIXELS", 320 * 240 * 2)
+    image = base64.b64encode(image_bytes("PNG", (320, 240))).decode()
+    assert (
+        len(codecs.decode_json(f'{{"images": ["{image}", "{image}"]}}'.encode(), None).images) == 2
+    )
+    with pytest.raises(PayloadTooLargeError):
+        codecs.decode_json(f'{{"images": ["{image}", "{image}", "{image}"]}}'.encode(), None)

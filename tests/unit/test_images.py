@@ -168,11 +168,6 @@ def _tiff_with_undefined_strip_offsets() -> bytes:
     return bytes(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: decode_image catches only OSError/SyntaxError/ValueError/EOFError from PIL; "
-    "a corrupt TIFF tag makes img.load() raise TypeError, which escapes as a 500",
-)
 def test_corrupt_tiff_tag_is_400() -> None:
     with pytest.raises(ScorerError) as info:
         decode_image(_tiff_with_undefined_strip_offsets())

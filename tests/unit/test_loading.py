@@ -97,11 +97,6 @@ def test_spec_and_pth_state_dict(tmp_path: Path) -> None:
     assert load_model(model_dir, CPU).source == "state_dict"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: state_dict .pt files are read with torch.load(mmap=True), which refuses the "
-    "legacy (non-zip) torch.save format, so an old but safe state_dict cannot be loaded",
-)
 def test_spec_and_legacy_format_pt_state_dict(tmp_path: Path) -> None:
     model_dir = creative_model_dir(tmp_path, "m")
     torch.save(state_dict_of(model_dir), model_dir / "old.pt", _use_new_zipfile_serialization=False)

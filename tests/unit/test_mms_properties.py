@@ -141,12 +141,6 @@ def test_handler_name_points_at_a_real_function() -> None:
 JAVA_INT_MAX = 2**31 - 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: MMS parses max_request_size/max_response_size/default_response_timeout_seconds "
-    "with Integer.parseInt, but load_config accepts any size, so SAGEMAKER_MAX_REQUEST_SIZE="
-    "3000000000 writes a property MMS cannot parse and it fails at start-up, not with ConfigError",
-)
 @pytest.mark.parametrize(
     "env",
     [

@@ -152,11 +152,6 @@ def test_bad_input_section(inp: Any, needle: str) -> None:
     assert needle in load_error(valid(input=inp))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the std check is `s <= 0`, which NaN passes; a spec.json with NaN std "
-    "(json.loads accepts NaN) is accepted and every normalised input becomes NaN",
-)
 def test_nan_std_is_refused() -> None:
     load_error(valid(input={"std": [math.nan, 0.2, 0.2]}))
 

@@ -210,11 +210,6 @@ def test_keyword_only_context_is_detected() -> None:
     assert make_hook("input_fn", input_fn).takes_context is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Hook.__call__ passes the context positionally, so a hook declaring a "
-    "keyword-only `context` (def input_fn(body, content_type, *, context=None)) gets TypeError",
-)
 def test_keyword_only_context_is_passed_by_keyword() -> None:
     def input_fn(body, content_type, *, context=None):
         return context

@@ -387,6 +387,10 @@ class ModelCache:
                 await self._register(name, model_dir)
             except ModelLoadFailedError as exc:
                 raise ModelLoadFailedError(f"model {key!r} failed to load: {exc.message}") from exc
+            except InsufficientMemoryError as exc:
+                raise InsufficientMemoryError(
+                    f"model {key!r} does not fit in the model server's memory: {exc.message}"
+                ) from exc
             entry = _Entry(key, name, model_dir, fetched, listing.total_bytes)
             entry.footprint = await self._measure(entry)
             entry.load_ms = round((time.perf_counter() - started) * 1000, 1)

@@ -71,7 +71,8 @@ class Chain:
         if chosen is not None:
             return chosen
         if "output_fn" in self.user or self.transform_fn is not None:
-            return ct.media_type(header)  # the user's encoder decides what it supports
+            # the user's encoder decides what it supports: give it the first type listed
+            return ct.media_type(header.split(",", 1)[0])
         raise UnsupportedAcceptError(
             f"unsupported Accept {header!r}; supported: {', '.join(ct.RESPONSE_TYPES)}"
         )

@@ -24,6 +24,7 @@ from scorer.inference import content_types as ct
 from scorer.inference.images import decode_image
 
 MAX_JSON_IMAGES = 64
+MAX_BATCH_PIXELS = 100_000_000  # decoded pixels per request, all images together
 
 
 @dataclass
@@ -77,6 +78,8 @@ def decode_json(body: bytes, target: int | None) -> ImageBatch | np.ndarray:
         raise
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BadRequestError(f"malformed JSON: {exc}") from None
+    except ValueError as exc:  # e.g. an integer literal over Python's digit limit
+        raise BadRequestError(f"JSON value not accepted: {str(exc)[:120]}") from None
     if isinstance(data, dict):
         if "image" in data:
             return ImageBatch([_decode_b64(data["image"], 0, target)], single=True)
@@ -119,13 +122,42 @@ def decode_csv(body: bytes) -> np.ndarray:
     return array[0] if array.shape[0] == 1 and len(rows) == 1 else array
 
 
+def _npy_header(stream: io.BytesIO) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(stream)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(stream)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(stream)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    return shape, dtype
+
+
 def decode_npy(body: bytes) -> np.ndarray:
-    """An ``.npy`` array; object arrays (which need pickle) are refused."""
+    """An ``.npy`` array; object arrays (which need pickle) are refused.
+
+    The header is checked before anything is allocated: the shape it declares must fit in
+    the bytes actually sent.
+    """
+    if body[:1] == b"\x80":
+        raise BadRequestError("NPY payload refused: pickled data is never loaded")
+    stream = io.BytesIO(body)
     try:
+        shape, dtype = _npy_header(stream)
+        if dtype.hasobject:
+            raise BadRequestError("NPY payload refused: object arrays need pickle")
+        declared = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+        if declared > len(body) - stream.tell():
+            raise BadRequestError(
+                f"NPY header declares shape {tuple(shape)} ({declared} bytes) but the body "
+                f"holds {len(body) - stream.tell()} bytes of data"
+            )
         array = np.load(io.BytesIO(body), allow_pickle=False)
-    except ValueError as exc:
-        raise BadRequestError(f"NPY payload refused: {exc}") from None
-    except (OSError, EOFError):
+    except BadRequestError:
+        raise
+    except MemoryError:
+        raise
+    except Exception:  # numpy's parser raises many types on hostile headers: all are 400
         raise BadRequestError("body is not a valid .npy array") from None
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
         raise BadRequestError("NPY array must be numeric")

@@ -66,8 +66,10 @@ def decode_image(data: bytes, target: int | None = None) -> Image.Image:
         raise PayloadTooLargeError(f"image too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
         raise BadRequestError("request body is not a decodable image (JPEG, PNG, WebP)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise BadRequestError(f"corrupt or truncated image: {exc}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # PIL plugins raise many types on hostile input: all are 400
+        raise BadRequestError(f"corrupt or truncated image: {str(exc)[:200]}") from None
     if img.mode != "RGB":
         img = img.convert("RGB")
     return img

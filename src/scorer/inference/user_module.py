@@ -28,8 +28,11 @@ class Hook:
 
     fn: Callable[..., Any]
     takes_context: bool
+    context_by_keyword: bool = False
 
     def __call__(self, *args: Any, context: Any = None) -> Any:
+        if self.context_by_keyword:
+            return self.fn(*args, context=context)
         if self.takes_context:
             return self.fn(*args, context)
         return self.fn(*args)
@@ -58,9 +61,20 @@ def _takes_context(name: str, fn: Callable[..., Any]) -> bool:
     return len(positional) > BASE_ARITY[name]
 
 
+def _context_is_keyword_only(fn: Callable[..., Any]) -> bool:
+    try:
+        param = inspect.signature(fn).parameters.get("context")
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.kind is inspect.Parameter.KEYWORD_ONLY
+
+
 def make_hook(name: str, fn: Callable[..., Any]) -> Hook:
-    """Wrap ``fn`` as hook ``name``, deciding once whether it receives the context."""
-    return Hook(fn=fn, takes_context=_takes_context(name, fn))
+    """Wrap ``fn`` as hook ``name``, deciding once whether (and how) it receives the context."""
+    takes = _takes_context(name, fn)
+    return Hook(
+        fn=fn, takes_context=takes, context_by_keyword=takes and _context_is_keyword_only(fn)
+    )
 
 
 def load_user_module(code_dir: Path, program: str) -> ModuleType | None:

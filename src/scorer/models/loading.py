@@ -86,7 +86,15 @@ def _load_state_dict(path: Path, allow_pickle: bool) -> Any:
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelLoadError(f"{path.name}: not a readable safetensors file: {exc}") from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            with open(path, "rb") as handle:
+                legacy = handle.read(2) == b"\x80\x02"  # the legacy format's pickle header
+            if "mmap" not in str(exc) or not legacy:
+                raise
+            # the legacy (non-zip) torch.save format cannot be memory-mapped
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not allow_pickle:
             raise UnsafeModelError(

@@ -22,6 +22,7 @@ This module imports no torch: the archive checker and the model cache read specs
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -146,8 +147,10 @@ class ModelSpec:
             raise ModelLoadError(
                 f"{SPEC_FILE}: input policy {inp.policy!r} not one of {RESIZE_POLICIES}"
             )
-        if any(s <= 0 for s in inp.std):
-            raise ModelLoadError(f"{SPEC_FILE}: input std must be positive")
+        if not all(math.isfinite(s) and s > 0 for s in inp.std):
+            raise ModelLoadError(f"{SPEC_FILE}: input std must be positive and finite")
+        if not all(math.isfinite(m) for m in inp.mean):
+            raise ModelLoadError(f"{SPEC_FILE}: input mean must be finite")
         weights = str(data.get("weights", "model.safetensors"))
         if "/" in weights or "\\" in weights or weights.startswith("."):
             raise ModelLoadError(f"{SPEC_FILE}: weights must be a file name at the model root")
