@@ -19,7 +19,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from scorer.errors import BadRequestError, UnsupportedAcceptError, UnsupportedContentTypeError
+from scorer.errors import (
+    BadRequestError,
+    PayloadTooLargeError,
+    UnsupportedAcceptError,
+    UnsupportedContentTypeError,
+)
 from scorer.inference import content_types as ct
 from scorer.inference.images import decode_image
 
@@ -94,9 +99,17 @@ def decode_json(body: bytes, target: int | None) -> ImageBatch | np.ndarray:
         if all(isinstance(i, (str, dict)) for i in items):
             if len(items) > MAX_JSON_IMAGES:
                 raise BadRequestError(f"at most {MAX_JSON_IMAGES} images per request")
-            return ImageBatch(
-                [_decode_b64(x, i, target) for i, x in enumerate(items)], single=False
-            )
+            images: list[Image.Image] = []
+            pixels = 0
+            for index, item in enumerate(items):
+                image = _decode_b64(item, index, target)
+                pixels += image.size[0] * image.size[1]
+                if pixels > MAX_BATCH_PIXELS:
+                    raise PayloadTooLargeError(
+                        f"the request's images decode to more than {MAX_BATCH_PIXELS} pixels"
+                    )
+                images.append(image)
+            return ImageBatch(images, single=False)
         return _finite_array(items, "'instances'")
     if isinstance(data, list):
         return _finite_array(data, "JSON array")
