@@ -31,7 +31,16 @@ def cli() -> None:
 @cli.command()
 @click.option("--bind", default="0.0.0.0", show_default=True, help="Address to listen on.")
 def serve(bind: str) -> None:
-    """Start Multi Model Server as the SageMaker container does (config from the environment)."""
+    """Start Multi Model Server as the SageMaker container does (config from the environment).
+
+    With SCORER_MODEL_PREFIX set, the container runs scorer's self-managed multi-model mode
+    (many models behind a single-model endpoint, e.g. on GPU instances).
+    """
+    if os.environ.get("SCORER_MODEL_PREFIX"):
+        from scorer.serving.self_managed import serve_self_managed
+
+        _logging(os.environ.get(cfg.LOG_LEVEL, "INFO"))
+        raise SystemExit(serve_self_managed(os.environ, bind_address=bind))
     from scorer.serving.mms import ModelServer
 
     server = ModelServer(os.environ, bind_address=bind)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from scorer.cache.errors import (
     ModelAlreadyRegisteredError,
@@ -178,18 +179,15 @@ def _reported_memory(response: httpx.Response) -> int:
     return total
 
 
-def worker_memory(server_pid: int, name: str) -> int:
-    """PSS (or RSS) of the processes under ``server_pid`` that serve model ``name``.
+def worker_processes(server_pid: int, name: str) -> list[psutil.Process]:
+    """The processes under ``server_pid`` that serve model ``name`` (and their children).
 
-    A worker is a process whose command line holds ``--model-name <name>``; its children
-    count too. Returns 0 when no such process is found.
+    A worker is a process whose command line holds ``--model-name <name>``.
     """
-    import psutil
-
     try:
         descendants = psutil.Process(server_pid).children(recursive=True)
     except psutil.Error:
-        return 0
+        return []
     chosen: dict[int, psutil.Process] = {}
     for process in descendants:
         try:
@@ -202,8 +200,13 @@ def worker_memory(server_pid: int, name: str) -> int:
                 with contextlib.suppress(psutil.Error):
                     chosen.update({c.pid: c for c in process.children(recursive=True)})
                 break
+    return list(chosen.values())
+
+
+def worker_memory(server_pid: int, name: str) -> int:
+    """PSS (or RSS) of the processes that serve model ``name``; 0 when none is found."""
     total = 0
-    for process in chosen.values():
+    for process in worker_processes(server_pid, name):
         try:
             info = process.memory_full_info()
             total += int(getattr(info, "pss", 0) or info.rss)

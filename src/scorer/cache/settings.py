@@ -12,6 +12,8 @@ local emulator both read them):
                                 K/M/G/T suffix (``4G``, ``512MiB``; default: no limit)
 ``SCORER_CACHE_LOAD_WAIT``      seconds a request waits for a loading model before
                                 ModelNotReady (default 60, SageMaker's)
+``SCORER_CACHE_GPU_MEMORY_FRACTION``  GPU memory budget as a fraction (0-1] of the visible
+                                GPUs' memory (self-managed mode on GPU; default: no limit)
 ==============================  ==========================================================
 """
 
@@ -29,6 +31,7 @@ CACHE_DIR = "SCORER_CACHE_DIR"
 CACHE_MAX_MODELS = "SCORER_CACHE_MAX_MODELS"
 CACHE_MAX_MEMORY = "SCORER_CACHE_MAX_MEMORY"
 CACHE_LOAD_WAIT = "SCORER_CACHE_LOAD_WAIT"
+CACHE_GPU_MEMORY_FRACTION = "SCORER_CACHE_GPU_MEMORY_FRACTION"
 
 DEFAULT_CACHE_DIR = Path("/opt/ml/models")
 DEFAULT_LOAD_WAIT_SECONDS = 60.0
@@ -55,8 +58,13 @@ class CacheSettings:
     max_models: int | None = None
     max_memory_bytes: int | None = None
     load_wait_seconds: float = DEFAULT_LOAD_WAIT_SECONDS
+    gpu_memory_fraction: float | None = None
 
     def __post_init__(self) -> None:
+        if self.gpu_memory_fraction is not None and not 0 < self.gpu_memory_fraction <= 1:
+            raise ConfigError(
+                f"{CACHE_GPU_MEMORY_FRACTION} must be in (0, 1], got {self.gpu_memory_fraction}"
+            )
         if self.max_models is not None and self.max_models < 1:
             raise ConfigError(f"the model limit must be at least 1, got {self.max_models}")
         if self.max_memory_bytes is not None and self.max_memory_bytes < 1:
@@ -109,7 +117,15 @@ def load_cache_settings(environ: Mapping[str, str]) -> CacheSettings:
         raise ConfigError(
             f"{CACHE_LOAD_WAIT} must be a number of seconds, got {wait_raw!r}"
         ) from None
+    fraction_raw = (environ.get(CACHE_GPU_MEMORY_FRACTION) or "").strip()
+    try:
+        fraction = float(fraction_raw) if fraction_raw else None
+    except ValueError:
+        raise ConfigError(
+            f"{CACHE_GPU_MEMORY_FRACTION} must be a fraction like 0.8, got {fraction_raw!r}"
+        ) from None
     return CacheSettings(
+        gpu_memory_fraction=fraction,
         model_prefix=(environ.get(MODEL_PREFIX) or "").strip() or None,
         cache_dir=Path(environ.get(CACHE_DIR) or DEFAULT_CACHE_DIR),
         max_models=_optional_int(environ, CACHE_MAX_MODELS),

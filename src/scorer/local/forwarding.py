@@ -51,6 +51,14 @@ class ModelServerClient:
                 f"the model server at {self.base_url} cannot be reached ({exc})"
             ) from None
 
+    async def healthy(self) -> bool:
+        """Whether the model server answers its ``/ping`` with 200."""
+        try:
+            response = await self._client.get("/ping", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
     async def aclose(self) -> None:
         """Close the connections."""
         await self._client.aclose()

@@ -1,0 +1,88 @@
+"""The GPU memory budget: device memory used by each model's worker processes.
+
+Measured with ``nvidia-smi`` (present wherever the NVIDIA driver is, including containers
+started with ``--gpus``), so neither torch nor NVML bindings are needed here. A model's
+footprint is the device memory of the processes serving it
+(:func:`scorer.cache.mms_registry.worker_processes`); the budget is a fraction of the total
+memory of the visible GPUs (``SCORER_CACHE_GPU_MEMORY_FRACTION``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import subprocess
+
+from scorer.cache.budgets import Budget
+from scorer.cache.mms_registry import worker_processes
+from scorer.cache.resident import ResidentModel
+
+GPU_MEMORY = "gpu_memory"
+_MIB = 1 << 20
+
+logger = logging.getLogger(__name__)
+
+
+def _nvidia_smi(*query: str) -> list[list[str]] | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        out = subprocess.run(
+            [exe, *query, "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        logger.warning("nvidia-smi %s failed", " ".join(query), exc_info=True)
+        return None
+    return [[cell.strip() for cell in line.split(",")] for line in out.splitlines() if line.strip()]
+
+
+def total_gpu_memory() -> int | None:
+    """Total memory of the visible GPUs in bytes, or None without a GPU."""
+    rows = _nvidia_smi("--query-gpu=memory.total")
+    if not rows:
+        return None
+    return sum(int(float(row[0])) for row in rows) * _MIB
+
+
+def gpu_memory_by_pid() -> dict[int, int]:
+    """Device memory (bytes) used by each process that holds GPU memory."""
+    rows = _nvidia_smi("--query-compute-apps=pid,used_memory") or []
+    usage: dict[int, int] = {}
+    for row in rows:
+        try:
+            usage[int(row[0])] = usage.get(int(row[0]), 0) + int(float(row[1])) * _MIB
+        except (ValueError, IndexError):
+            continue
+    return usage
+
+
+class GpuMemoryMeter:
+    """Device memory of the worker processes serving a model (under one MMS process)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+
+    def _measure(self, name: str) -> int | None:
+        pids = {p.pid for p in worker_processes(self.server_pid, name)}
+        if not pids:
+            return None
+        usage = gpu_memory_by_pid()
+        return sum(usage.get(pid, 0) for pid in pids) or None
+
+    async def measure(self, model: ResidentModel) -> int | None:
+        """Bytes of device memory ``model`` uses, or None when unknown."""
+        return await asyncio.to_thread(self._measure, model.name)
+
+
+def gpu_memory_budget(fraction: float, server_pid: int) -> Budget | None:
+    """A budget of ``fraction`` of the GPUs' memory, or None on a machine without GPUs."""
+    total = total_gpu_memory()
+    if not total:
+        return None
+    return Budget(GPU_MEMORY, int(total * fraction), GpuMemoryMeter(server_pid))

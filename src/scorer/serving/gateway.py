@@ -1,0 +1,205 @@
+"""The self-managed multi-model mode's front: many models behind a single-model endpoint.
+
+SageMaker runs bring-your-own multi-model endpoints on CPU instances only; on GPU instances
+the container itself must load models. In this mode (``SCORER_MODEL_PREFIX`` set) the
+container answers the single-model contract (``GET /ping``, ``POST /invocations``) with this
+app, and routes each invocation to the model named by ``X-Amzn-SageMaker-Custom-Attributes``
+(``target_model=<archive key>``; SageMaker passes the header through and ``InvokeEndpoint``'s
+``CustomAttributes`` sets it) or to ``SCORER_DEFAULT_MODEL``. The shared
+:class:`~scorer.cache.ModelCache` fetches, checks, extracts and registers the archive with
+the Multi Model Server behind it, once, and evicts least recently used models at its limits.
+
+Errors keep the container's JSON shape ``{"code", "type", "message"}``; a model's own error
+answers pass through with their status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from scorer.cache.cache import ModelCache
+from scorer.errors import BadRequestError, PayloadTooLargeError, ScorerError
+from scorer.inference.context import CUSTOM_ATTRIBUTES, parse_custom_attributes
+from scorer.local.forwarding import ModelServerClient, ModelServerTimeoutError
+from scorer.local.protocol import Invocation
+
+logger = logging.getLogger("scorer.gateway")
+
+DEFAULT_MODEL = "SCORER_DEFAULT_MODEL"
+TARGET_ATTRIBUTE = "target_model"
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    """What the front needs besides the cache."""
+
+    model_server_url: str
+    default_model: str | None = None
+    max_payload_bytes: int = 6 * 1024 * 1024
+    invoke_timeout_seconds: float = 60.0
+
+
+def load_gateway_settings(
+    environ: Mapping[str, str], model_server_url: str, max_payload: int, timeout: float
+) -> GatewaySettings:
+    """Settings from the environment (``SCORER_DEFAULT_MODEL``) and the server's config."""
+    return GatewaySettings(
+        model_server_url=model_server_url,
+        default_model=(environ.get(DEFAULT_MODEL) or "").strip() or None,
+        max_payload_bytes=max_payload,
+        invoke_timeout_seconds=timeout,
+    )
+
+
+def _error(error: ScorerError, request_id: str) -> Response:
+    body = {**error.to_dict(), "request_id": request_id}
+    return JSONResponse(body, status_code=int(error.status_code))
+
+
+def target_model(headers: Mapping[str, str], default: str | None) -> str:
+    """The archive key a request asks for: ``target_model=`` in the custom attributes.
+
+    Raises:
+        BadRequestError: neither the attribute nor a default model is set.
+    """
+    key = parse_custom_attributes(headers.get(CUSTOM_ATTRIBUTES)).get(TARGET_ATTRIBUTE)
+    if key:
+        return key
+    if default:
+        return default
+    raise BadRequestError(
+        "no target model: set CustomAttributes to 'target_model=<archive key under the "
+        "model prefix>' (X-Amzn-SageMaker-Custom-Attributes), or SCORER_DEFAULT_MODEL"
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BadRequestError("the client closed the connection before the body was read") from None
+    return b"".join(chunks)
+
+
+def _model_missing(response: httpx.Response) -> bool:
+    if response.status_code != 404:
+        return False
+    with contextlib.suppress(ValueError):
+        body = response.json()
+        return isinstance(body, dict) and body.get("type") == "ModelNotFoundException"
+    return False
+
+
+class Gateway:
+    """``POST /invocations`` through the model cache to the model server."""
+
+    def __init__(self, settings: GatewaySettings, cache: ModelCache) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.client: ModelServerClient | None = None
+
+    async def invocations(self, request: Request) -> Response:
+        """Route one invocation to its model (loading it on first use)."""
+        request_id = str(uuid.uuid4())
+        try:
+            key = target_model(request.headers, self.settings.default_model)
+            body = await _read_body(request, self.settings.max_payload_bytes)
+            invocation = Invocation(
+                endpoint_name="",
+                body=body,
+                content_type=request.headers.get("content-type"),
+                accept=request.headers.get("accept"),
+                target_model=key,
+                custom_attributes=request.headers.get(CUSTOM_ATTRIBUTES),
+                inference_id=None,
+            )
+            response = await self._forward(key, invocation)
+        except ScorerError as error:
+            return _error(error, request_id)
+        except ModelServerTimeoutError:
+            return _error(ScorerError("the model did not answer in time", 504), request_id)
+        except Exception:
+            logger.exception("invocation %s failed", request_id)
+            return _error(
+                ScorerError("internal error in the model gateway; see its log"), request_id
+            )
+        headers = {"x-request-id": request_id}
+        custom = response.headers.get(CUSTOM_ATTRIBUTES)
+        if custom:
+            headers[CUSTOM_ATTRIBUTES] = custom
+        return Response(
+            response.content,
+            response.status_code,
+            headers=headers,
+            media_type=response.headers.get("content-type", "application/octet-stream"),
+        )
+
+    async def _forward(self, key: str, invocation: Invocation) -> httpx.Response:
+        assert self.client is not None
+        for attempt in (1, 2):
+            async with self.cache.use(key) as model:
+                response = await self.client.invoke(f"/models/{model.name}/invoke", invocation)
+                if attempt == 1 and _model_missing(response):
+                    logger.warning("model server lost %s; loading it again", key)
+                    await self.cache.discard(model)
+                    continue
+                return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def ping(self, _request: Request) -> Response:
+        """Healthy when the model server behind answers its own ping."""
+        assert self.client is not None
+        if not await self.client.healthy():
+            return JSONResponse({"status": "Unhealthy"}, status_code=503)
+        return JSONResponse({"status": "Healthy"})
+
+    async def metrics(self, _request: Request) -> Response:
+        """Cache statistics: hits, misses, loads, evictions, hit rate, resident models."""
+        return JSONResponse(self.cache.stats().to_dict())
+
+
+def create_gateway_app(settings: GatewaySettings, cache: ModelCache) -> Starlette:
+    """The self-managed mode's app; starts and closes the cache with the app."""
+    gateway = Gateway(settings, cache)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        gateway.client = ModelServerClient(
+            settings.model_server_url, settings.invoke_timeout_seconds
+        )
+        await cache.start()
+        try:
+            yield
+        finally:
+            await cache.aclose(unload=False)
+            await gateway.client.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/ping", gateway.ping, methods=["GET"]),
+            Route("/invocations", gateway.invocations, methods=["POST"]),
+            Route("/metrics", gateway.metrics, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

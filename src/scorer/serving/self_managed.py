@@ -1,0 +1,119 @@
+"""Running the self-managed multi-model mode: MMS inside, the gateway outside.
+
+``scorer serve`` with ``SCORER_MODEL_PREFIX`` set starts Multi Model Server in multi-model
+mode on an internal loopback port (the low end of ``SAGEMAKER_SAFE_PORT_RANGE`` when
+SageMaker gives one, else a free port), with its models root at the cache dir, and serves
+the gateway on ``SAGEMAKER_BIND_TO_PORT``. SIGTERM makes uvicorn finish in-flight requests
+before MMS is stopped. If MMS dies it is restarted on the same port; the gateway then
+reloads models on their next request (the model server answers 404 for a model it lost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+import uvicorn
+
+from scorer import config as cfg
+from scorer.cache.cache import ModelCache
+from scorer.cache.gpu import gpu_memory_budget
+from scorer.cache.mms_registry import MmsModelRegistry
+from scorer.cache.settings import CacheSettings, load_cache_settings
+from scorer.serving.gateway import create_gateway_app, load_gateway_settings
+from scorer.serving.mms import ModelServer
+
+logger = logging.getLogger("scorer.self_managed")
+
+
+def internal_port(config: cfg.ServerConfig) -> int:
+    """The model server's loopback port: the safe range's first free port, or any below 32768."""
+    candidates: range = range(20000, 32000)
+    if config.safe_port_range is not None:
+        low, high = config.safe_port_range
+        candidates = range(low, high + 1)
+    for port in candidates:
+        if port == config.port:
+            continue
+        with socket.socket() as sock, contextlib.suppress(OSError):
+            sock.bind(("127.0.0.1", port))
+            return port
+    raise RuntimeError("no free port for the internal model server")
+
+
+def model_server_environ(
+    environ: Mapping[str, str], config: cfg.ServerConfig, cache: CacheSettings
+) -> dict[str, str]:
+    """The internal MMS's environment: multi-model, loopback port, models root = cache dir."""
+    run_dir = config.run_dir / "model-server"
+    return {
+        **environ,
+        cfg.MULTI_MODEL: "true",
+        cfg.BIND_TO_PORT: str(internal_port(config)),
+        cfg.MODELS_ROOT: str(cache.cache_dir.absolute()),
+        cfg.RUN_DIR: str(run_dir),
+        cfg.MMS_CONFIG_PATH: str(run_dir / "mms.properties"),
+    }
+
+
+def _supervise(server: ModelServer, stopping: threading.Event) -> None:
+    """Restart the model server on the same port if it exits while serving."""
+    while not stopping.is_set():
+        process = server.process
+        if process is not None and process.poll() is not None and not stopping.is_set():
+            logger.error("the model server exited with %s; restarting it", process.returncode)
+            server.stop(grace=5)
+            server.start()
+            with contextlib.suppress(RuntimeError):
+                server.wait_ready()
+        stopping.wait(2.0)
+
+
+def serve_self_managed(environ: Mapping[str, str], bind_address: str = "0.0.0.0") -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code."""
+    config = cfg.load_config(environ)
+    cache_settings = load_cache_settings(environ)
+    Path(cache_settings.cache_dir).mkdir(parents=True, exist_ok=True)
+    server = ModelServer(model_server_environ(environ, config, cache_settings), "127.0.0.1")
+    server.start()
+    stopping = threading.Event()
+    try:
+        server.wait_ready()
+        assert server.process is not None
+        registry = MmsModelRegistry(
+            server.url, server_pid=server.process.pid, log_hint=str(server.config.log_dir)
+        )
+        budgets = []
+        if cache_settings.gpu_memory_fraction:
+            budget = gpu_memory_budget(cache_settings.gpu_memory_fraction, server.process.pid)
+            if budget is None:
+                logger.warning("no GPU found: the GPU memory budget is not enforced")
+            else:
+                budgets.append(budget)
+        cache = ModelCache.from_settings(cache_settings, registry, budgets=budgets)
+        settings = load_gateway_settings(
+            environ, server.url, config.max_request_size, float(config.timeout_seconds)
+        )
+        app = create_gateway_app(settings, cache)
+        watchdog = threading.Thread(target=_supervise, args=(server, stopping), daemon=True)
+        watchdog.start()
+        logger.info(
+            "self-managed multi-model mode: models from %s, gateway on %s:%d, model server %s",
+            cache_settings.model_prefix, bind_address, config.port, server.url,
+        )  # fmt: skip
+        uvicorn.run(
+            app,
+            host=bind_address,
+            port=config.port,
+            log_level="warning",
+            timeout_graceful_shutdown=25,
+            access_log=False,
+        )
+        return 0
+    finally:
+        stopping.set()
+        server.stop(grace=10)

@@ -1,0 +1,224 @@
+"""The self-managed multi-model mode as the container runs it (``entrypoint.py serve`` with
+``SCORER_MODEL_PREFIX``), models in an S3 prefix on a real S3-compatible server (moto).
+
+On CPU here; the same mode serves GPU instances, where the cache also enforces a device
+memory budget.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+
+from scorer.models.archive import pack_directory
+from tests.support.models import creative_model_dir, image_bytes
+from tests.support.servers import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+ENTRYPOINT = Path(__file__).resolve().parents[2] / "entrypoint.py"
+BUCKET = "gpu-endpoint-models"
+PREFIX = "creatives/"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+    client.create_bucket(Bucket=BUCKET)
+    build = tmp_path_factory.mktemp("archives")
+    for name, heads in (
+        ("market-fr", ("appeal",)),
+        ("market-de", ("appeal", "ctr")),
+        ("market-it", ("ctr",)),
+        ("market-es", ("appeal",)),
+    ):
+        archive = build / f"{name}.tar.gz"
+        pack_directory(creative_model_dir(build, name, heads=heads), archive)
+        client.upload_file(str(archive), BUCKET, f"{PREFIX}{name}.tar.gz")
+    corrupt = io.BytesIO()
+    with tarfile.open(fileobj=corrupt, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../../escape.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    client.put_object(Bucket=BUCKET, Key=f"{PREFIX}evil.tar.gz", Body=corrupt.getvalue())
+    client.put_object(Bucket=BUCKET, Key=f"{PREFIX}garbage.tar.gz", Body=b"not a tar at all")
+    try:
+        yield url
+    finally:
+        moto.stop()
+
+
+@pytest.fixture(scope="module")
+def endpoint(s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    work = tmp_path_factory.mktemp("self-managed")
+    port = free_port()
+    env = {
+        **os.environ,
+        "SCORER_MODEL_PREFIX": f"s3://{BUCKET}/{PREFIX}",
+        "SCORER_DEFAULT_MODEL": "market-fr.tar.gz",
+        "SCORER_CACHE_DIR": str(work / "cache"),
+        "SCORER_CACHE_MAX_MODELS": "2",
+        "SCORER_RUN_DIR": str(work / "run"),
+        "SCORER_THREADS_PER_WORKER": "1",
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "AWS_ENDPOINT_URL": s3,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    env.pop("SAGEMAKER_MULTI_MODEL", None)
+    log = open(work / "serve.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, str(ENTRYPOINT), "serve", "--bind", "127.0.0.1"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (work / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        else:
+            raise AssertionError("the self-managed endpoint did not become healthy")
+        yield url
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
+
+
+def invoke(url: str, target: str | None, **headers: str) -> httpx.Response:
+    if target is not None:
+        headers["X-Amzn-SageMaker-Custom-Attributes"] = f"target_model={target}"
+    return httpx.post(
+        f"{url}/invocations",
+        content=image_bytes(),
+        headers={"Content-Type": "image/jpeg", **headers},
+        timeout=120,
+    )
+
+
+def metrics(url: str) -> dict[str, Any]:
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_routes_by_custom_attribute_and_default(endpoint: str) -> None:
+    de = invoke(endpoint, "market-de.tar.gz")
+    assert de.status_code == 200, de.text
+    assert de.json()["model"] == "market-de"
+    assert set(de.json()["scores"][0]) == {"appeal", "ctr"}
+    default = invoke(endpoint, None)
+    assert default.status_code == 200, default.text
+    assert default.json()["model"] == "market-fr"
+
+
+def test_cold_load_then_warm_hit(endpoint: str) -> None:
+    before = metrics(endpoint)
+    assert invoke(endpoint, "market-it.tar.gz").status_code == 200
+    after_cold = metrics(endpoint)
+    assert after_cold["loads"] == before["loads"] + 1
+    assert invoke(endpoint, "market-it.tar.gz").status_code == 200
+    after_warm = metrics(endpoint)
+    assert after_warm["loads"] == after_cold["loads"]
+    assert after_warm["hits"] == after_cold["hits"] + 1
+
+
+def test_least_recently_used_model_is_evicted_at_the_count_limit(endpoint: str) -> None:
+    for key in ("market-fr.tar.gz", "market-de.tar.gz", "market-it.tar.gz"):
+        assert invoke(endpoint, key).status_code == 200
+    state = metrics(endpoint)
+    assert state["resident_models"] == ["market-de.tar.gz", "market-it.tar.gz"]
+    assert state["evictions"] >= 1
+    again = invoke(endpoint, "market-fr.tar.gz")
+    assert again.status_code == 200 and again.json()["model"] == "market-fr"
+    assert metrics(endpoint)["resident_models"] == ["market-it.tar.gz", "market-fr.tar.gz"]
+
+
+def test_concurrent_first_requests_cause_exactly_one_load(endpoint: str) -> None:
+    before = metrics(endpoint)["loads"]
+    results: list[int] = []
+    barrier = threading.Barrier(8)
+
+    def first_request() -> None:
+        barrier.wait()
+        results.append(invoke(endpoint, "market-es.tar.gz").status_code)
+
+    threads = [threading.Thread(target=first_request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 8
+    assert metrics(endpoint)["loads"] == before + 1
+
+
+def test_missing_model_is_404_with_a_clear_message(endpoint: str) -> None:
+    response = invoke(endpoint, "no-such-model.tar.gz")
+    assert response.status_code == 404
+    assert "no-such-model.tar.gz" in response.json()["message"]
+
+
+def test_unsafe_key_is_400(endpoint: str) -> None:
+    response = invoke(endpoint, "../outside.tar.gz")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("key", ["evil.tar.gz", "garbage.tar.gz"])
+def test_bad_archive_is_4xx_and_others_keep_serving(endpoint: str, key: str) -> None:
+    response = invoke(endpoint, key)
+    assert response.status_code == 400, response.text
+    assert "Traceback" not in response.text
+    assert invoke(endpoint, "market-de.tar.gz").status_code == 200
+
+
+def test_model_errors_pass_through(endpoint: str) -> None:
+    response = httpx.post(
+        f"{endpoint}/invocations",
+        content=b"not an image",
+        headers={
+            "Content-Type": "image/jpeg",
+            "X-Amzn-SageMaker-Custom-Attributes": "target_model=market-de.tar.gz",
+        },
+        timeout=60,
+    )
+    assert response.status_code == 400
+    assert response.json()["type"] == "BadRequestError"
