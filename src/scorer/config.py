@@ -43,6 +43,7 @@ MMS_CONFIG_PATH = "SCORER_MMS_CONFIG"  # the MMS properties file scorer writes
 RUN_DIR = "SCORER_RUN_DIR"  # MMS temp dir, pid file, logs, per-model packages
 ALLOW_PICKLE = "SCORER_ALLOW_PICKLE"  # opt-in: full (unsafe) torch.load of pickles
 DEVICE = "SCORER_DEVICE"  # auto | cpu | cuda
+GPU_PLACEMENT = "SCORER_GPU_PLACEMENT"  # most-free | mms
 THREADS_PER_WORKER = "SCORER_THREADS_PER_WORKER"
 INSTALL_REQUIREMENTS = "SCORER_INSTALL_REQUIREMENTS"  # per-model code/requirements.txt
 PIP_ARGS = "SCORER_PIP_ARGS"  # extra pip arguments for per-model installs
@@ -71,6 +72,7 @@ class ServerConfig:
     run_dir: Path
     allow_pickle: bool
     device: str
+    gpu_placement: str
     threads_per_worker: int | None
     install_requirements: bool
     pip_args: tuple[str, ...]
@@ -165,6 +167,13 @@ def _timeout_seconds(environ: Mapping[str, str]) -> int:
     return seconds
 
 
+def _choice(environ: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
+    value = (environ.get(key) or choices[0]).strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Read the server configuration from ``environ`` (default: ``os.environ``).
 
@@ -202,6 +211,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         run_dir=run_dir,
         allow_pickle=_bool(env, ALLOW_PICKLE, False),
         device=device,
+        gpu_placement=_choice(env, GPU_PLACEMENT, ("most-free", "mms")),
         threads_per_worker=_int(env, THREADS_PER_WORKER, None, minimum=1),
         install_requirements=_bool(env, INSTALL_REQUIREMENTS, True),
         pip_args=tuple(env.get(PIP_ARGS, "").split()),

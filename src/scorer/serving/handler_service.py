@@ -51,7 +51,9 @@ class HandlerService:
         self.config = config
         self.model_name = model_name
         self.model_dir = model_dir
-        self.device = select_device(config.device, None if gpu_id is None else int(gpu_id))
+        self.device = select_device(
+            config.device, None if gpu_id is None else int(gpu_id), config.gpu_placement
+        )
         self.chain: Chain | None = None
 
     def check_model_dir(self) -> None:

@@ -10,8 +10,20 @@ import torch
 from scorer.errors import ConfigError
 
 
-def select_device(preference: str, gpu_id: int | None) -> torch.device:
-    """The worker's device: the GPU MMS assigned (``gpu_id``) when CUDA is usable, else CPU.
+def most_free_gpu() -> int:
+    """The index of the visible GPU with the most free memory now."""
+    free = [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())]
+    return max(range(len(free)), key=free.__getitem__)
+
+
+def select_device(
+    preference: str, gpu_id: int | None, placement: str = "most-free"
+) -> torch.device:
+    """The worker's device when CUDA is usable, else the CPU.
+
+    With several GPUs, ``placement="most-free"`` puts the model on the GPU with the most
+    free memory (models come and go, so MMS's round-robin ``gpu_id`` drifts from where the
+    room is); ``placement="mms"`` uses the ``gpu_id`` MMS assigned.
 
     Raises:
         ConfigError: ``preference`` is ``cuda`` but CUDA is not available.
@@ -19,8 +31,11 @@ def select_device(preference: str, gpu_id: int | None) -> torch.device:
     if preference == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        if placement == "most-free" and count > 1:
+            return torch.device("cuda", most_free_gpu())
         index = gpu_id if gpu_id is not None else 0
-        return torch.device("cuda", index % torch.cuda.device_count())
+        return torch.device("cuda", index % count)
     if preference == "cuda":
         raise ConfigError("SCORER_DEVICE=cuda but CUDA is not available in this worker")
     return torch.device("cpu")
