@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from tests.support.models import creative_model_dir, image_bytes
+from tests.support.processes import stop_tree
 from tests.support.servers import load, server_environ
 
 pytestmark = pytest.mark.integration
@@ -66,9 +67,7 @@ def entrypoint_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes],
         _wait(lambda: httpx.get(f"{url}/ping", timeout=2).status_code == 200, 90, "/ping")
         yield process, url, model_dir
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_tree(process)
         log.close()
 
 

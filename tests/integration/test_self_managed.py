@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -26,6 +25,7 @@ from moto.server import ThreadedMotoServer
 
 from scorer.models.archive import pack_directory
 from tests.support.models import creative_model_dir, image_bytes
+from tests.support.processes import stop_tree
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -114,13 +114,7 @@ def endpoint(s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
             raise AssertionError("the self-managed endpoint did not become healthy")
         yield url
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_tree(process, grace=40)
         log.close()
 
 
