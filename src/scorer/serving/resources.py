@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 from scorer.errors import ConfigError
 
 
 def most_free_gpu() -> int:
     """The index of the visible GPU with the most free memory now."""
+    import torch
+
     free = [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())]
     return max(range(len(free)), key=free.__getitem__)
 
@@ -28,6 +32,8 @@ def select_device(
     Raises:
         ConfigError: ``preference`` is ``cuda`` but CUDA is not available.
     """
+    import torch
+
     if preference == "cpu":
         return torch.device("cpu")
     if torch.cuda.is_available():
@@ -58,6 +64,8 @@ def threads_per_worker(configured: int | None, workers: int) -> int:
 
 def configure_threads(threads: int) -> None:
     """Apply the thread budget to torch (intra-op and inter-op)."""
+    import torch
+
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set once in this process
         torch.set_num_interop_threads(1)
