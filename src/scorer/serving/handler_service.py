@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from scorer.serving.resources import configure_threads, select_device, threads_p
 
 logger = logging.getLogger("scorer.worker")
 
+SAFE_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _OOM_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.cuda.OutOfMemoryError)
 
 
@@ -57,9 +59,14 @@ class HandlerService:
         self.chain: Chain | None = None
 
     def check_model_dir(self) -> None:
-        """In multi-model mode, only directories under the models root may be loaded."""
+        """In multi-model mode, only safe names and directories under the models root load."""
         if not self.config.multi_model:
             return
+        if not SAFE_MODEL_NAME.match(self.model_name):
+            raise ModelLoadError(
+                f"model name {self.model_name!r} is not a safe identifier "
+                "(letters, digits, '_', '-', '.'; at most 128 characters)"
+            )
         root = self.config.models_root.resolve()
         if not self.model_dir.resolve().is_relative_to(root):
             raise ModelLoadError(
