@@ -20,6 +20,7 @@ from typing import Any
 
 import boto3
 import httpx
+import psutil
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -216,3 +217,40 @@ def test_model_errors_pass_through(endpoint: str) -> None:
     )
     assert response.status_code == 400
     assert response.json()["type"] == "BadRequestError"
+
+
+def test_sigterm_stops_the_gateway_and_its_model_server(s3: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SCORER_MODEL_PREFIX": f"s3://{BUCKET}/{PREFIX}",
+        "SCORER_CACHE_DIR": str(tmp_path / "cache"),
+        "SCORER_RUN_DIR": str(tmp_path / "run"),
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "AWS_ENDPOINT_URL": s3,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(ENTRYPOINT), "serve", "--bind", "127.0.0.1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        tree = psutil.Process(process.pid).children(recursive=True)
+        assert any("ModelServer" in " ".join(p.cmdline()) for p in tree)
+        process.terminate()
+        assert process.wait(timeout=60) == 0
+        time.sleep(1)
+        assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        stop_tree(process)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import socket
 import threading
 from collections.abc import Mapping
@@ -105,14 +106,27 @@ def serve_self_managed(environ: Mapping[str, str], bind_address: str = "0.0.0.0"
             "self-managed multi-model mode: models from %s, gateway on %s:%d, model server %s",
             cache_settings.model_prefix, bind_address, config.port, server.url,
         )  # fmt: skip
-        uvicorn.run(
-            app,
-            host=bind_address,
-            port=config.port,
-            log_level="warning",
-            timeout_graceful_shutdown=25,
-            access_log=False,
+        front = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=bind_address,
+                port=config.port,
+                log_level="warning",
+                timeout_graceful_shutdown=25,
+                access_log=False,
+            )
         )
+
+        def _on_signal(_signum: int, _frame: object) -> None:
+            # uvicorn handles SIGTERM/SIGINT while it serves (finishing in-flight requests)
+            # and raises the signal again afterwards; with this handler installed that
+            # re-raise only asks it to stop, so the model server is stopped below instead
+            # of the process dying with it still running.
+            front.should_exit = True
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _on_signal)
+        front.run()
         return 0
     finally:
         stopping.set()
