@@ -39,33 +39,37 @@ class CreativeScorer(nn.Module):
 
 
 def _creative_cnn() -> tuple[nn.Module, int]:
-    def block(cin: int, cout: int) -> nn.Sequential:
+    def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
         return nn.Sequential(
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
             nn.BatchNorm2d(cout),
             nn.ReLU(inplace=True),
         )
 
-    # Full-resolution first block keeps the high frequencies that sharpness depends on;
-    # global mean and max pooling keep both "how much" and "how strong" statistics.
+    # The stride-2 first block still looks at every pixel's 3x3 neighbourhood (the high
+    # frequencies sharpness depends on) at a quarter of the cost of a full-resolution one.
+    # Global mean and max pooling keep both "how much" and "how strong" statistics; the hidden
+    # layer after pooling lets the heads combine them non-linearly (a contrast is a standard
+    # deviation, sqrt(E[x^2] - E[x]^2), which no linear function of pooled features gives).
     features = nn.Sequential(
-        block(3, 16),
-        nn.MaxPool2d(2),
+        block(3, 16, stride=2),
         block(16, 32),
         nn.MaxPool2d(2),
-        block(32, 64),
+        block(32, 48),
         nn.MaxPool2d(2),
-        block(64, 64),
+        block(48, 64),
     )
+    hidden = nn.Sequential(nn.Linear(128, 128), nn.ReLU(inplace=True))
 
     class _Pooled(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.features = features
+            self.hidden = hidden
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             f = self.features(x)
-            return torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+            return self.hidden(torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1))
 
     return _Pooled(), 128
 
