@@ -2,6 +2,10 @@
 
 Models are real archives (real torch weights) extracted the way SageMaker does, to
 ``<models root>/<name>/model``, then loaded with ``POST /models``.
+
+``SCORER_TEST_URL`` runs the suite against an already running multi-model server (the
+container, from ``scripts/container-test``); ``SCORER_TEST_MODELS_ROOT`` is then its models
+root, which the fixtures fill and the server must see at the same path.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,7 +95,8 @@ def extract_like_sagemaker(archive: Path, models_root: Path, name: str) -> Path:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     build = tmp_path_factory.mktemp("build")
-    root = tmp_path_factory.mktemp("models")
+    shared_root = os.environ.get("SCORER_TEST_MODELS_ROOT")
+    root = Path(shared_root) if shared_root else tmp_path_factory.mktemp("models")
     ts = torchscript_model_dir
     dirs = {
         "creative-a": creative_model_dir(build, "creative-a", seed=1),

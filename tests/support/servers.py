@@ -1,4 +1,9 @@
-"""Start the real Multi Model Server (Java) through scorer, on a free loopback port."""
+"""Start the real Multi Model Server (Java) through scorer, on a free loopback port.
+
+With ``SCORER_TEST_URL`` set (``scripts/container-test`` sets it), :func:`running_server`
+starts nothing and hands out that URL instead: the multi-model suite then runs against an
+already running server, e.g. the container image.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,26 @@ import contextlib
 import os
 import socket
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from scorer.serving.mms import ModelServer
+
+TEST_URL_ENV = "SCORER_TEST_URL"  # an already running server to test instead of starting one
+
+
+@dataclass(frozen=True)
+class ExternalServer:
+    """A server started by someone else (only its URL is known)."""
+
+    url: str
+
+
+def external_url() -> str | None:
+    """The URL of an already running server to test, if ``SCORER_TEST_URL`` is set."""
+    return os.environ.get(TEST_URL_ENV, "").rstrip("/") or None
 
 
 def free_port() -> int:
@@ -42,8 +62,18 @@ def server_environ(run_dir: Path, extra: Mapping[str, str] | None = None) -> dic
 
 
 @contextlib.contextmanager
-def running_server(run_dir: Path, extra: Mapping[str, str]) -> Iterator[ModelServer]:
-    """A started, ready MMS; always stopped (with its workers) on exit."""
+def running_server(
+    run_dir: Path, extra: Mapping[str, str]
+) -> Iterator[ModelServer | ExternalServer]:
+    """A started, ready MMS; always stopped (with its workers) on exit.
+
+    With ``SCORER_TEST_URL`` set, the server at that URL instead (started and configured by
+    the caller, so ``extra`` is not applied): nothing is started or stopped.
+    """
+    url = external_url()
+    if url is not None:
+        yield ExternalServer(url)
+        return
     server = ModelServer(server_environ(run_dir, extra), bind_address="127.0.0.1")
     server.start()
     try:
