@@ -256,7 +256,7 @@ class ModelServer:
                         known = self.loaded_models()
                 continue
             if stopping:
-                return code
+                return 0  # a stop we were asked for is a clean exit
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < 600] + [now]
             logger.error("Multi Model Server exited unexpectedly with %s", code)
