@@ -32,6 +32,23 @@ class Measurement:
         return asdict(self)
 
 
+def tree_rss(pid: int) -> int:
+    """RSS of a process and all its descendants, in bytes (0 if it is gone)."""
+    total = 0
+    try:
+        proc = psutil.Process(pid)
+        total = proc.memory_info().rss
+        children = proc.children(recursive=True)
+    except psutil.Error:
+        return total
+    for child in children:
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            continue
+    return total
+
+
 def _percentile(sorted_ms: list[float], q: float) -> float:
     if not sorted_ms:
         return float("nan")

@@ -17,42 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import torch
 
 from bench import inputs, models
-from bench.load import Measurement, http_load, in_process
+from bench.load import Measurement, http_load, in_process, tree_rss
 from scorer.inference.chain import Chain
 from scorer.inference.context import RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
+from scorer.local.runner import free_loopback_port
 from scorer.serving.mms import ModelServer
 from scorer.serving.resources import cpu_count
 
 RESULTS_DIR = Path(__file__).with_name("results")
-
-
-def _free_port() -> int:
-    import socket
-
-    for port in range(21000, 32000):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32768")
-
-
-def _tree_rss(pid: int) -> int:
-    proc = psutil.Process(pid)
-    total = proc.memory_info().rss
-    for child in proc.children(recursive=True):
-        try:
-            total += child.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
 
 
 class Bench:
@@ -84,7 +60,7 @@ class Bench:
         environ = {
             **os.environ,
             "SAGEMAKER_MULTI_MODEL": "true",
-            "SAGEMAKER_BIND_TO_PORT": str(_free_port()),
+            "SAGEMAKER_BIND_TO_PORT": str(free_loopback_port()),
             "SCORER_MODELS_ROOT": str(self.models_root),
             "SCORER_RUN_DIR": str(workdir / "run"),
             "SCORER_MMS_CONFIG": str(workdir / "run" / "mms.properties"),
@@ -205,11 +181,11 @@ class Bench:
         pid = self.server.process.pid
         self.register(name, path)
         self.unregister(name)
-        first = _tree_rss(pid)
+        first = tree_rss(pid)
         for _ in range(self.args.cycles - 1):
             self.register(name, path)
             self.unregister(name)
-        last = _tree_rss(pid)
+        last = tree_rss(pid)
         self.results["load"]["cycles"] = {
             "model": backbone,
             "cycles": self.args.cycles,

@@ -32,38 +32,12 @@ import httpx
 import psutil
 
 from bench.inputs import creative, encode
+from bench.load import tree_rss
+from scorer.local.runner import free_loopback_port
 from scorer.models.archive import pack_directory
 
 RESULTS = Path(__file__).with_name("results") / "soak.json"
 ENTRYPOINT = Path(__file__).resolve().parents[1] / "entrypoint.py"
-
-
-def _free_port() -> int:
-    import socket
-
-    for port in range(22000, 32000):
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
-def _tree_rss(pid: int) -> int:
-    total = 0
-    try:
-        proc = psutil.Process(pid)
-        total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                continue
-    except psutil.Error:
-        pass
-    return total
 
 
 @dataclass
@@ -124,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _start_endpoint(args: argparse.Namespace, work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_loopback_port()
     env = {
         **os.environ,
         "SCORER_MODEL_PREFIX": str(work / "archives"),
@@ -205,7 +179,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         def sample() -> None:
             while not stop.wait(1.0):
-                rss.append((round(time.monotonic() - started, 1), _tree_rss(process.pid)))
+                rss.append((round(time.monotonic() - started, 1), tree_rss(process.pid)))
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.concurrency)]
         sampler = threading.Thread(target=sample, daemon=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +14,10 @@ import psutil
 import pytest
 
 from tests.support.models import creative_model_dir, image_bytes
-from tests.support.processes import stop_tree
+from tests.support.processes import serving_entrypoint
 from tests.support.servers import load, server_environ
 
 pytestmark = pytest.mark.integration
-
-ENTRYPOINT = Path(__file__).resolve().parents[2] / "entrypoint.py"
 
 
 def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -54,21 +51,8 @@ def entrypoint_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes],
         tmp_path / "run",
         {"SAGEMAKER_MULTI_MODEL": "true", "SCORER_MODELS_ROOT": str(models_root)},
     )
-    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, str(ENTRYPOINT), "serve", "--bind", "127.0.0.1"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{env['SAGEMAKER_BIND_TO_PORT']}"
-    try:
-        _wait(lambda: httpx.get(f"{url}/ping", timeout=2).status_code == 200, 90, "/ping")
+    with serving_entrypoint(env, tmp_path / "serve.log") as (process, url):
         yield process, url, model_dir
-    finally:
-        stop_tree(process)
-        log.close()
 
 
 def _children(pid: int, marker: str) -> list[psutil.Process]:

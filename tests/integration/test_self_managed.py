@@ -26,7 +26,7 @@ from moto.server import ThreadedMotoServer
 
 from scorer.models.archive import pack_directory
 from tests.support.models import creative_model_dir, image_bytes
-from tests.support.processes import stop_tree
+from tests.support.processes import serving_entrypoint, stop_tree
 from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -92,31 +92,8 @@ def endpoint(s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     env.pop("SAGEMAKER_MULTI_MODEL", None)
-    log = open(work / "serve.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, str(ENTRYPOINT), "serve", "--bind", "127.0.0.1"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert process.poll() is None, (work / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            raise AssertionError("the self-managed endpoint did not become healthy")
+    with serving_entrypoint(env, work / "serve.log") as (_process, url):
         yield url
-    finally:
-        stop_tree(process, grace=40)
-        log.close()
 
 
 def invoke(url: str, target: str | None, **headers: str) -> httpx.Response:
