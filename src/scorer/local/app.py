@@ -58,17 +58,6 @@ _TIMEOUT_MESSAGE = (
 )
 
 
-def _is_model_missing(response: httpx.Response) -> bool:
-    """MMS's own 404 for a model it does not hold (not a model's 404 answer)."""
-    if response.status_code != 404:
-        return False
-    try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(body, dict) and body.get("type") == "ModelNotFoundException"
-
-
 class _Invoker:
     """The invocation path: validate, resolve through the cache, forward, shape the answer."""
 
@@ -96,16 +85,7 @@ class _Invoker:
         if self.cache is None:
             return await self.client.invoke("/invocations", invocation)
         assert invocation.target_model is not None
-        for attempt in (1, 2):
-            async with self.cache.use(invocation.target_model) as model:
-                response = await self.client.invoke(f"/models/{model.name}/invoke", invocation)
-                if attempt == 1 and _is_model_missing(response):
-                    # the model server lost the model (restarted?): load it again, once
-                    logger.warning("model server lost %s; reloading", invocation.target_model)
-                    await self.cache.discard(model)
-                    continue
-                return response
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await self.client.invoke_cached(self.cache, invocation.target_model, invocation)
 
     async def invoke(self, request: Request) -> Response:
         """``POST /endpoints/{EndpointName}/invocations``."""

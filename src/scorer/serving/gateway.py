@@ -21,7 +21,6 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -100,15 +99,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _model_missing(response: httpx.Response) -> bool:
-    if response.status_code != 404:
-        return False
-    with contextlib.suppress(ValueError):
-        body = response.json()
-        return isinstance(body, dict) and body.get("type") == "ModelNotFoundException"
-    return False
-
-
 class Gateway:
     """``POST /invocations`` through the model cache to the model server."""
 
@@ -132,7 +122,8 @@ class Gateway:
                 custom_attributes=request.headers.get(CUSTOM_ATTRIBUTES),
                 inference_id=None,
             )
-            response = await self._forward(key, invocation)
+            assert self.client is not None
+            response = await self.client.invoke_cached(self.cache, key, invocation)
         except ScorerError as error:
             return _error(error, request_id)
         except ModelServerTimeoutError:
@@ -152,18 +143,6 @@ class Gateway:
             headers=headers,
             media_type=response.headers.get("content-type", "application/octet-stream"),
         )
-
-    async def _forward(self, key: str, invocation: Invocation) -> httpx.Response:
-        assert self.client is not None
-        for attempt in (1, 2):
-            async with self.cache.use(key) as model:
-                response = await self.client.invoke(f"/models/{model.name}/invoke", invocation)
-                if attempt == 1 and _model_missing(response):
-                    logger.warning("model server lost %s; loading it again", key)
-                    await self.cache.discard(model)
-                    continue
-                return response
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def ping(self, _request: Request) -> Response:
         """Healthy when the model server behind answers its own ping."""
