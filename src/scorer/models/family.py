@@ -33,9 +33,8 @@ class CreativeScorer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raw = self.heads(self.backbone(x))
-        if bool(self.probability_mask.any()):
-            raw = torch.where(self.probability_mask, torch.sigmoid(raw), raw)
-        return raw
+        # no data-dependent branch, so the network can be traced by torch.export
+        return torch.where(self.probability_mask, torch.sigmoid(raw), raw)
 
 
 def _creative_cnn() -> tuple[nn.Module, int]:

@@ -178,7 +178,7 @@ def load_model(
             f"no {SPEC_FILE}, {TORCHSCRIPT_FILE} or {EXPORT_FILE} at the model root "
             f"(found: {', '.join(found) or 'nothing'}); model files must be at the archive root"
         )
-    if hasattr(network, "eval"):
+    if hasattr(network, "eval") and source != "export":  # export fixes the mode at export time
         network.eval()
     if hasattr(network, "to") and source != "export":
         network = network.to(device)
