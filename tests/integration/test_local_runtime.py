@@ -27,30 +27,17 @@ from scorer.cache import CacheSettings, model_hash
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
 from scorer.models.archive import pack_directory
-from tests.support.models import add_code, creative_model_dir, image_bytes
+from tests.support.models import (
+    ECHO_SCRIPT,
+    FAILING_MODEL_FN,
+    add_code,
+    creative_model_dir,
+    image_bytes,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
-
-ECHO_SCRIPT = """
-import json
-
-def input_fn(body, content_type, context):
-    return {"n": len(body), "tag": context.attribute("tag")}
-
-def predict_fn(data, model):
-    return data
-
-def output_fn(prediction, accept, context):
-    context.response_custom_attributes = "echo=" + str(prediction["tag"])
-    return json.dumps(prediction), "application/json"
-"""
-
-FAILING_MODEL_FN = """
-def model_fn(model_dir):
-    raise RuntimeError("weights are corrupt on purpose")
-"""
 
 
 def _traversal_archive(path: Path) -> None:

@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 
 from tests.support.models import (
+    ECHO_SCRIPT,
+    FAILING_MODEL_FN,
     add_code,
     creative_model_dir,
     image_bytes,
@@ -32,20 +34,6 @@ from tests.support.models import (
 from tests.support.servers import load, running_server
 
 pytestmark = pytest.mark.integration
-
-USER_SCRIPT = """
-import json
-
-def input_fn(body, content_type, context):
-    return {"n": len(body), "tag": context.attribute("tag")}
-
-def predict_fn(data, model):
-    return data
-
-def output_fn(prediction, accept, context):
-    context.response_custom_attributes = "echo=" + str(prediction["tag"])
-    return json.dumps(prediction), "application/json"
-"""
 
 AWS_STYLE_MODEL_FN_ONLY = """
 import os
@@ -63,11 +51,6 @@ def model_fn(model_dir):
 
 def transform_fn(model, data, content_type, accept):
     return json.dumps({"model": model, "bytes": len(data), "type": content_type}), accept
-"""
-
-FAILING_MODEL_FN = """
-def model_fn(model_dir):
-    raise RuntimeError("weights are corrupt on purpose")
 """
 
 REQUIREMENTS_SCRIPT = """
@@ -102,7 +85,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "creative-a": creative_model_dir(build, "creative-a", seed=1),
         "creative-b": creative_model_dir(build, "creative-b", heads=("ctr",), seed=2),
         "tensor": ts(build, "tensor"),
-        "custom": add_code(creative_model_dir(build, "custom"), USER_SCRIPT),
+        "custom": add_code(creative_model_dir(build, "custom"), ECHO_SCRIPT),
         "aws-model-fn": add_code(ts(build, "aws-model-fn"), AWS_STYLE_MODEL_FN_ONLY),
         "aws-transform": add_code(ts(build, "aws-transform"), AWS_STYLE_TRANSFORM_FN),
         "broken": add_code(creative_model_dir(build, "broken"), FAILING_MODEL_FN),

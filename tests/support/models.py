@@ -14,6 +14,28 @@ from safetensors.torch import save_file
 from scorer.models.family import build_network
 from scorer.models.spec import ModelSpec
 
+# A user script whose hooks take the request context: echoes the body size and the "tag"
+# custom attribute, and sets a response custom attribute.
+ECHO_SCRIPT = """
+import json
+
+def input_fn(body, content_type, context):
+    return {"n": len(body), "tag": context.attribute("tag")}
+
+def predict_fn(data, model):
+    return data
+
+def output_fn(prediction, accept, context):
+    context.response_custom_attributes = "echo=" + str(prediction["tag"])
+    return json.dumps(prediction), "application/json"
+"""
+
+# A user script whose model_fn fails.
+FAILING_MODEL_FN = """
+def model_fn(model_dir):
+    raise RuntimeError("weights are corrupt on purpose")
+"""
+
 
 def creative_model_dir(
     root: Path,
