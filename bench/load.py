@@ -167,3 +167,66 @@ def in_process(
     seconds = time.perf_counter() - started
     cpu = sum(me.cpu_times()[:2]) - cpu_before
     return summarise(label, 1, latencies, 0, seconds, images, cpu)
+
+
+class PingProbe:
+    """``GET /ping`` every ``interval`` s on its own connection while a load runs.
+
+    SageMaker gives each health check 2 s; this records what a check costs under load.
+    """
+
+    def __init__(self, url: str, interval: float = 0.1) -> None:
+        self.url = url
+        self.interval = interval
+        self.latencies_ms: list[float] = []
+        self.statuses: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                status = client.get(self.url).status_code
+                self.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                self.statuses.append(status)
+                self._stop.wait(self.interval)
+
+    def __enter__(self) -> PingProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float | int]:
+        """Count, p50/p99/max in ms and how many answers were not 200."""
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return {"n": 0}
+        return {
+            "n": len(ordered),
+            "p50_ms": round(_percentile(ordered, 50), 2),
+            "p99_ms": round(_percentile(ordered, 99), 2),
+            "max_ms": round(ordered[-1], 2),
+            "not_200": sum(1 for s in self.statuses if s != 200),
+        }
+
+
+def call_overhead_us(run: Callable[[Callable[[], object]], object], calls: int = 5000) -> float:
+    """Median extra microseconds ``run(fn)`` costs over calling a trivial ``fn`` directly."""
+
+    def fn() -> int:
+        return 1
+
+    def median_us(call: Callable[[], object]) -> float:
+        samples = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            call()
+            samples.append(time.perf_counter() - t0)
+        samples.sort()
+        return samples[len(samples) // 2] * 1e6
+
+    return round(median_us(lambda: run(fn)) - median_us(fn), 1)

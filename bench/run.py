@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -20,11 +21,12 @@ import httpx
 import torch
 
 from bench import inputs, models
-from bench.load import Measurement, http_load, in_process, tree_rss
+from bench.load import Measurement, PingProbe, call_overhead_us, http_load, in_process, tree_rss
 from scorer.inference.chain import Chain
 from scorer.inference.context import RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
 from scorer.local.runner import free_loopback_port
+from scorer.serving.bounded import BoundedRunner
 from scorer.serving.mms import ModelServer
 from scorer.serving.resources import cpu_count
 
@@ -54,6 +56,7 @@ class Bench:
                 "cycles": args.cycles,
             },
             "runs": [],
+            "ping": {},
             "load": {},
             "ratios": {},
         }
@@ -92,21 +95,45 @@ class Bench:
         if response.status_code != 200:
             raise RuntimeError(f"unloading {name} failed: {response.status_code}")
 
-    def http(self, backbone: str, stack: str, name: str, payload: str, concurrency: int) -> None:
+    def http(
+        self,
+        backbone: str,
+        stack: str,
+        name: str,
+        payload: str,
+        concurrency: int,
+        probe_ping: bool = False,
+    ) -> None:
         p = self.payloads[payload]
         assert self.server.process is not None
-        m = http_load(
-            f"{stack}:{payload}",
-            f"{self.server.url}/models/{name}/invoke",
-            p.body,
-            p.content_type,
-            concurrency,
-            self.args.duration,
-            self.args.warmup,
-            p.images,
-            [self.server.process.pid],
-        )
+        probe = PingProbe(f"{self.server.url}/ping")
+        with probe if probe_ping else contextlib.nullcontext():
+            m = http_load(
+                f"{stack}:{payload}",
+                f"{self.server.url}/models/{name}/invoke",
+                p.body,
+                p.content_type,
+                concurrency,
+                self.args.duration,
+                self.args.warmup,
+                p.images,
+                [self.server.process.pid],
+            )
         self.record(backbone, stack, payload, m)
+        if probe_ping:
+            summary = {"concurrency": concurrency, **probe.summary()}
+            self.results["ping"][f"{backbone} under load"] = summary
+            print(f"{backbone:<20}GET /ping under load (c={concurrency}): {summary}", flush=True)
+
+    def ping_idle(self) -> None:
+        with PingProbe(f"{self.server.url}/ping", interval=0.01) as probe:
+            time.sleep(1.0 if not self.args.smoke else 0.2)
+        self.results["ping"]["idle"] = probe.summary()
+        runner = BoundedRunner()
+        hop = call_overhead_us(lambda fn: runner.run(fn, 60.0))
+        self.results["ping"]["request_deadline_hop_us"] = hop
+        print(f"GET /ping idle: {probe.summary()}; per-request deadline hop: {hop} us",
+              flush=True)  # fmt: skip
 
     def limit(self, backbone: str, model_dir: Path, payload: str) -> None:
         torch.set_num_threads(cpu_count())
@@ -128,6 +155,7 @@ class Bench:
         self.server.start(output=self.workdir / "mms.log")
         try:
             self.server.wait_ready(timeout=120)
+            self.ping_idle()
             for backbone in self.args.models:
                 self.run_model(backbone)
             self.load_cycles(self.args.models[0])
@@ -163,9 +191,9 @@ class Bench:
         self.register(ref, ref_dir)
         for payload in self.payloads:
             self.limit(backbone, ours_dir, payload)
-        for concurrency in self.args.concurrency:
-            self.http(backbone, "scorer", ours, "jpeg1080", concurrency)
         saturation = max(self.args.concurrency)
+        for concurrency in self.args.concurrency:
+            self.http(backbone, "scorer", ours, "jpeg1080", concurrency, concurrency == saturation)
         for payload in self.payloads:
             if payload != "jpeg1080":
                 self.http(backbone, "scorer", ours, payload, saturation)

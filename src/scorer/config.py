@@ -47,6 +47,7 @@ GPU_PLACEMENT = "SCORER_GPU_PLACEMENT"  # most-free | mms
 THREADS_PER_WORKER = "SCORER_THREADS_PER_WORKER"
 INSTALL_REQUIREMENTS = "SCORER_INSTALL_REQUIREMENTS"  # per-model code/requirements.txt
 PIP_ARGS = "SCORER_PIP_ARGS"  # extra pip arguments for per-model installs
+MODEL_LOAD_TIMEOUT = "SCORER_MODEL_LOAD_TIMEOUT"  # seconds one model load may take
 
 SAGEMAKER_PAYLOAD_LIMIT = 6 * 1024 * 1024  # InvokeEndpoint Body maximum (botocore model)
 
@@ -60,6 +61,7 @@ class ServerConfig:
     safe_port_range: tuple[int, int] | None
     workers: int | None
     timeout_seconds: int
+    load_timeout_seconds: int
     startup_timeout_seconds: int
     vmargs: str
     program: str
@@ -95,6 +97,11 @@ class ServerConfig:
     def log_dir(self) -> Path:
         """Where MMS writes its logs."""
         return self.run_dir / "logs"
+
+    @property
+    def load_failures_dir(self) -> Path:
+        """One JSON record per model whose last load failed (read by ``/ping``)."""
+        return self.run_dir / "load-failures"
 
 
 def _bool(environ: Mapping[str, str], key: str, default: bool) -> bool:
@@ -160,9 +167,10 @@ def _timeout_seconds(environ: Mapping[str, str]) -> int:
     # The toolkit's SAGEMAKER_MODEL_SERVER_TIMEOUT ends up in MMS's default_response_timeout,
     # which MMS reads as *minutes* (aws/sagemaker-inference-toolkit#99). scorer reads it as
     # seconds, as the SageMaker documentation describes it; the explicit _SECONDS name wins.
-    seconds = _int(environ, MODEL_SERVER_TIMEOUT_SECONDS, None, minimum=1)
+    limit = JAVA_INT_MAX // 2  # MMS adds the load bound's margin to the larger of the two
+    seconds = _int(environ, MODEL_SERVER_TIMEOUT_SECONDS, None, minimum=1, maximum=limit)
     if seconds is None:
-        seconds = _int(environ, MODEL_SERVER_TIMEOUT, 60, minimum=1)
+        seconds = _int(environ, MODEL_SERVER_TIMEOUT, 60, minimum=1, maximum=limit)
     assert seconds is not None
     return seconds
 
@@ -190,15 +198,18 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         raise ConfigError(f"{DEVICE} must be auto, cpu or cuda, got {device!r}")
     run_dir = Path(env.get(RUN_DIR) or "/tmp/scorer")
     startup = _int(env, STARTUP_TIMEOUT, 600, minimum=1)
+    load_timeout = _int(env, MODEL_LOAD_TIMEOUT, 300, minimum=1, maximum=JAVA_INT_MAX // 2)
     concurrent = _int(env, MAX_CONCURRENT_TRANSFORMS, 1, minimum=1)
     payload_mb = _int(env, MAX_PAYLOAD_IN_MB, 6, minimum=1, maximum=JAVA_INT_MAX >> 20)
     assert startup is not None and concurrent is not None and payload_mb is not None
+    assert load_timeout is not None
     return ServerConfig(
         multi_model=_bool(env, MULTI_MODEL, False),
         port=port,
         safe_port_range=_port_range(env),
         workers=_int(env, MODEL_SERVER_WORKERS, None, minimum=1),
         timeout_seconds=_timeout_seconds(env),
+        load_timeout_seconds=load_timeout,
         startup_timeout_seconds=startup,
         vmargs=env.get(MODEL_SERVER_VMARGS, "-XX:-UseContainerSupport -XX:+UseG1GC"),
         program=env.get(PROGRAM, "inference.py"),

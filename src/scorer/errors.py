@@ -87,3 +87,9 @@ class UserCodeError(ScorerError):
     """A user's ``code/inference.py`` cannot be imported or its hooks are inconsistent."""
 
     status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class RequestTimeoutError(ScorerError):
+    """The model did not answer within ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` seconds."""
+
+    status_code = HTTPStatus.GATEWAY_TIMEOUT

@@ -24,3 +24,7 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert results["load"]["mobilenet_v3_small"]["best_s"] > 0
     assert results["load"]["cycles"]["cycles"] == 2
     assert "http_vs_limit_throughput" in results["ratios"]["mobilenet_v3_small"]
+    assert results["ping"]["idle"]["n"] > 0 and results["ping"]["idle"]["not_200"] == 0
+    under_load = results["ping"]["mobilenet_v3_small under load"]
+    assert under_load["n"] > 0 and under_load["not_200"] == 0
+    assert isinstance(results["ping"]["request_deadline_hop_us"], float)

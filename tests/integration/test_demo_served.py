@@ -42,9 +42,10 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
     model_dir.parent.mkdir()
     safe_extract(archive, model_dir)
     extra = {"SAGEMAKER_MULTI_MODEL": "true", "SCORER_MODELS_ROOT": str(root)}
-    with running_server(tmp_path_factory.mktemp("run"), extra) as server, httpx.Client(
-        base_url=server.url, timeout=120
-    ) as http:
+    with (
+        running_server(tmp_path_factory.mktemp("run"), extra) as server,
+        httpx.Client(base_url=server.url, timeout=120) as http,
+    ):
         assert load(http, "demo", model_dir).status_code == 200
         yield http
 

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import tarfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,27 @@ def transform_fn(model, data, content_type, accept):
     return json.dumps({"termcolor": version("termcolor"), "path": termcolor.__file__}), accept
 """
 
+# Out of memory by exception class (torch.cuda.OutOfMemoryError exists in CPU builds too).
+OOM_ON_REQUEST = """
+import json
+import torch
+
+def model_fn(model_dir):
+    return "oom-model"
+
+def transform_fn(model, data, content_type, accept):
+    if data == b"oom":
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    return json.dumps({"bytes": len(data)}), "application/json"
+"""
+
+OOM_AT_LOAD = """
+import torch
+
+def model_fn(model_dir):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
+"""
+
 
 def extract_like_sagemaker(archive: Path, models_root: Path, name: str) -> Path:
     """SageMaker downloads model.tar.gz and extracts it to /opt/ml/models/<name>/model."""
@@ -89,6 +111,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "aws-model-fn": add_code(ts(build, "aws-model-fn"), AWS_STYLE_MODEL_FN_ONLY),
         "aws-transform": add_code(ts(build, "aws-transform"), AWS_STYLE_TRANSFORM_FN),
         "broken": add_code(creative_model_dir(build, "broken"), FAILING_MODEL_FN),
+        "oom-request": add_code(ts(build, "oom-request"), OOM_ON_REQUEST),
+        "oom-load": add_code(ts(build, "oom-load"), OOM_AT_LOAD),
         "reqs-old": add_code(ts(build, "reqs-old"), REQUIREMENTS_SCRIPT, "termcolor==2.3.0\n"),
         "reqs-new": add_code(ts(build, "reqs-new"), REQUIREMENTS_SCRIPT, "termcolor==2.4.0\n"),
     }
@@ -326,6 +350,44 @@ def test_failing_model_fn_fails_the_load_and_others_keep_serving(
     response = load(client, "broken", models["broken"])
     assert response.status_code == 500
     assert client.get("/models/broken").status_code == 404
+    ok = client.post(
+        "/models/creative-a/invoke", content=image_bytes(), headers={"Content-Type": "image/jpeg"}
+    )
+    assert ok.status_code == 200
+
+
+def test_out_of_memory_on_a_request_is_507_and_the_worker_keeps_serving(
+    client: httpx.Client, models: dict[str, Path]
+) -> None:
+    assert load(client, "oom-request", models["oom-request"]).status_code == 200
+    response = client.post("/models/oom-request/invoke", content=b"oom")
+    assert response.status_code == 507
+    body = response.json()
+    assert body["code"] == 507 and body["type"] == "InsufficientMemoryError"
+    assert "out of memory" in body["message"] and "Traceback" not in response.text
+    after = client.post("/models/oom-request/invoke", content=b"fine")
+    assert after.status_code == 200 and after.json() == {"bytes": 4}
+
+
+def _gone(client: httpx.Client, name: str, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if client.get(f"/models/{name}").status_code == 404:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_out_of_memory_at_load_is_507_and_leaves_nothing_registered(
+    client: httpx.Client, models: dict[str, Path]
+) -> None:
+    first = load(client, "oom-load", models["oom-load"])
+    assert first.status_code == 507, first.text
+    # MMS 1.1.11 keeps a model whose load answered 507 registered without workers;
+    # scorer removes it, so SageMaker's retry after freeing memory is a load, not a 409.
+    assert _gone(client, "oom-load")
+    assert load(client, "oom-load", models["oom-load"]).status_code == 507
+    assert _gone(client, "oom-load")
     ok = client.post(
         "/models/creative-a/invoke", content=image_bytes(), headers={"Content-Type": "image/jpeg"}
     )

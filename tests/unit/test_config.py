@@ -19,6 +19,7 @@ def test_defaults_match_sagemaker() -> None:
     assert config.safe_port_range is None
     assert config.workers is None
     assert config.timeout_seconds == 60
+    assert config.load_timeout_seconds == 300
     assert config.startup_timeout_seconds == 600
     assert config.max_request_size == 6291456 == 6 * 1024 * 1024
     assert config.max_payload_in_mb == 6
@@ -74,6 +75,7 @@ def test_config_is_frozen() -> None:
         ({cfg.MODEL_SERVER_TIMEOUT: "120"}, "timeout_seconds", 120),
         ({cfg.MODEL_SERVER_TIMEOUT_SECONDS: "15"}, "timeout_seconds", 15),
         ({cfg.STARTUP_TIMEOUT: "30"}, "startup_timeout_seconds", 30),
+        ({cfg.MODEL_LOAD_TIMEOUT: "45"}, "load_timeout_seconds", 45),
         ({cfg.MODEL_SERVER_VMARGS: "-Xmx1g"}, "vmargs", "-Xmx1g"),
         ({cfg.PROGRAM: "serve.py"}, "program", "serve.py"),
         ({cfg.DEFAULT_INVOCATIONS_ACCEPT: "text/csv"}, "default_accept", "text/csv"),

@@ -9,7 +9,14 @@ import pytest
 from scorer.config import ServerConfig, load_config
 from scorer.errors import ConfigError
 from scorer.serving import mms
-from scorer.serving.mms import command, environment, properties, worker_count, write_properties
+from scorer.serving.mms import (
+    BACKSTOP_MARGIN_SECONDS,
+    command,
+    environment,
+    properties,
+    worker_count,
+    write_properties,
+)
 
 
 def config(tmp_path: Path, **env: str) -> ServerConfig:
@@ -37,10 +44,15 @@ def test_multi_model_has_no_load_models(tmp_path: Path) -> None:
 
 
 def test_timeout_is_written_in_seconds_not_minutes(tmp_path: Path) -> None:
-    props = properties(config(tmp_path, SAGEMAKER_MODEL_SERVER_TIMEOUT="90"))
-    assert props["default_response_timeout_seconds"] == "90"
+    # MMS's one reply timeout (loads and requests alike) is only a backstop behind the
+    # worker's own bounds: the larger of the two plus a margin, in seconds.
+    props = properties(config(tmp_path, SAGEMAKER_MODEL_SERVER_TIMEOUT="900"))
+    assert props["default_response_timeout_seconds"] == str(900 + BACKSTOP_MARGIN_SECONDS)
     assert "default_response_timeout" not in props  # MMS reads that one as minutes
-    assert properties(config(tmp_path))["default_response_timeout_seconds"] == "60"
+    props = properties(config(tmp_path, SAGEMAKER_MODEL_SERVER_TIMEOUT="2"))
+    assert props["default_response_timeout_seconds"] == str(300 + BACKSTOP_MARGIN_SECONDS)
+    props = properties(config(tmp_path, SCORER_MODEL_LOAD_TIMEOUT="20"))
+    assert props["default_response_timeout_seconds"] == str(60 + BACKSTOP_MARGIN_SECONDS)
 
 
 def test_port_and_bind_address(tmp_path: Path) -> None:

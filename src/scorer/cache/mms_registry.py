@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from scorer.cache.errors import (
     ModelServerUnavailableError,
 )
 from scorer.errors import InsufficientMemoryError, ScorerError
+from scorer.serving import load_failures
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class MmsModelRegistry:
         server_pid: int | None = None,
         log_hint: str = "",
         load_timeout_s: float = LOAD_TIMEOUT_SECONDS,
+        load_failures_dir: Path | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """Args:
@@ -69,12 +72,15 @@ class MmsModelRegistry:
         server_pid: the MMS process id when it runs on this host (memory is measured).
         log_hint: where the server's log is, for load failure messages.
         load_timeout_s: how long one ``POST /models`` may take.
+        load_failures_dir: where the server's workers record why a load failed (the server
+            runs on this host); the reason then goes into the error message.
         transport: an httpx transport (tests).
         """
         self.management_url = management_url.rstrip("/")
         self.server_pid = server_pid
         self.log_hint = log_hint
         self.load_timeout_s = load_timeout_s
+        self.load_failures_dir = load_failures_dir
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 
@@ -103,6 +109,7 @@ class MmsModelRegistry:
 
     async def register(self, name: str, model_dir: Path) -> None:
         """``POST /models``; see :meth:`ModelRegistry.register` for the errors."""
+        started = time.time()
         try:
             response = await self._http().post(
                 "/models",
@@ -119,7 +126,7 @@ class MmsModelRegistry:
             ) from None
         if response.status_code == 200:
             return
-        detail = _message(response)
+        detail = self._recorded_reason(name, started) or _message(response)
         if response.status_code == 409:
             raise ModelAlreadyRegisteredError(f"the model server already has {name}: {detail}")
         if response.status_code == 507:
@@ -127,6 +134,21 @@ class MmsModelRegistry:
         raise ModelLoadFailedError(
             f"the model server answered {response.status_code} ({detail}){self._see_log()}"
         )
+
+    def _recorded_reason(self, name: str, since: float) -> str | None:
+        """Why the worker says this load failed, if recorded during this call and public."""
+        if self.load_failures_dir is None:
+            return None
+        path = load_failures.record_path(self.load_failures_dir, name)
+        try:
+            if path.stat().st_mtime < since - 1:
+                return None  # an older failure
+        except OSError:
+            return None
+        record = load_failures.read(self.load_failures_dir, name)
+        if not record or not record.get("public") or not record.get("message"):
+            return None
+        return str(record["message"])
 
     def _see_log(self) -> str:
         where = f" in {self.log_hint}" if self.log_hint else ""

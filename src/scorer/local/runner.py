@@ -137,7 +137,7 @@ class LocalEndpoint:
             )
             self.settings = replace(settings, unload_on_exit=True)
             return create_app(self.settings, cache)
-        from scorer.serving.mms import ModelServer  # imports torch: only when needed
+        from scorer.serving.mms import ModelServer, backstop_timeout  # imports torch: lazily
 
         run_dir = self._prepare_run_dir()
         cache_root = (
@@ -157,7 +157,13 @@ class LocalEndpoint:
         )
         cache = None
         if self.settings.multi_model:
-            registry = MmsModelRegistry(server.url, server_pid=server.process.pid, log_hint=log_dir)
+            registry = MmsModelRegistry(
+                server.url,
+                server_pid=server.process.pid,
+                log_hint=log_dir,
+                load_timeout_s=float(backstop_timeout(server.config)),
+                load_failures_dir=server.config.load_failures_dir,
+            )
             cache_settings = replace(self.settings.cache, cache_dir=cache_root)
             cache = ModelCache.from_settings(cache_settings, registry)
         return create_app(self.settings, cache)

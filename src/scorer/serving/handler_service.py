@@ -7,16 +7,21 @@ model's :class:`scorer.inference.chain.Chain` and maps errors to status codes on
 * :class:`ScorerError` -> its 4xx/5xx status with a JSON ``{"code", "type", "message"}``;
 * host or CUDA out-of-memory -> 507 (load and invoke), as SageMaker's multi-model
   contract expects (MMS itself maps only ``MemoryError``);
+* a request still running after ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` seconds -> 504, and a
+  load still running after ``SCORER_MODEL_LOAD_TIMEOUT`` seconds fails with that reason
+  (:mod:`scorer.serving.bounded`);
 * anything else -> 500 with a generic message and the request id; the traceback goes to
   the log, never to the client.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,17 +29,25 @@ from typing import Any
 import torch
 
 from scorer.config import ServerConfig, load_config
-from scorer.errors import InsufficientMemoryError, ModelLoadError, ScorerError
+from scorer.errors import (
+    InsufficientMemoryError,
+    ModelLoadError,
+    RequestTimeoutError,
+    ScorerError,
+)
 from scorer.inference.chain import Chain
 from scorer.inference.context import CUSTOM_ATTRIBUTES, MAX_CUSTOM_ATTRIBUTES, RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
-from scorer.serving import requirements
+from scorer.serving import janitor, load_failures, requirements
+from scorer.serving.bounded import BoundedRunner, DeadlineExceededError, call_with_deadline
 from scorer.serving.resources import configure_threads, select_device, threads_per_worker
 
 logger = logging.getLogger("scorer.worker")
 
 SAFE_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _OOM_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.cuda.OutOfMemoryError)
+WEDGED_EXIT_CODE = 75  # the worker exits after replying when two requests overran
+WEDGED_EXIT_DELAY_SECONDS = 0.5  # time for MMS to send the reply first
 
 
 def _remove_crlf(text: str) -> str:
@@ -57,6 +70,7 @@ class HandlerService:
             config.device, None if gpu_id is None else int(gpu_id), config.gpu_placement
         )
         self.chain: Chain | None = None
+        self.runner = BoundedRunner()
 
     def check_model_dir(self) -> None:
         """In multi-model mode, only safe names and directories under the models root load."""
@@ -138,6 +152,8 @@ class HandlerService:
     def handle(self, batch: list[dict[str, Any]], mms_context: Any) -> list[bytes]:
         """Score each request of an MMS batch; one response (or error body) per request."""
         assert self.chain is not None
+        chain = self.chain
+        deadline = time.monotonic() + self.config.timeout_seconds
         responses: list[bytes] = []
         for idx, item in enumerate(batch):
             ctx = self._request_context(mms_context, idx)
@@ -146,8 +162,18 @@ class HandlerService:
                 body = next((v for v in item.values() if isinstance(v, (bytes, bytearray))), b"")
             if isinstance(body, str):
                 body = body.encode()
+            work = functools.partial(chain.transform, bytes(body), ctx)
             try:
-                response = self.chain.transform(bytes(body), ctx)
+                response = self.runner.run(work, deadline - time.monotonic())
+            except DeadlineExceededError:
+                logger.error("request %s: no answer within %s s", ctx.request_id,
+                             self.config.timeout_seconds)  # fmt: skip
+                late = RequestTimeoutError(
+                    f"model {self.model_name} did not answer within "
+                    f"{self.config.timeout_seconds} s (SAGEMAKER_MODEL_SERVER_TIMEOUT)"
+                )
+                responses.append(self._error(mms_context, idx, late, ctx.request_id))
+                continue
             except ScorerError as exc:
                 level = logging.WARNING if exc.status_code < 500 else logging.ERROR
                 logger.log(level, "request %s: %s %s", ctx.request_id, exc.status_code, exc.message)
@@ -175,10 +201,33 @@ class HandlerService:
                 value = _remove_crlf(ctx.response_custom_attributes)[:MAX_CUSTOM_ATTRIBUTES]
                 mms_context.set_response_header(idx, CUSTOM_ATTRIBUTES, value)
             responses.append(response.body)
+        if self.runner.wedged:
+            _exit_after_reply(self.model_name)
         return responses
 
 
+def _exit_after_reply(model_name: str) -> None:
+    """End this worker shortly after MMS sends the reply; MMS then starts a fresh one."""
+    logger.error(
+        "model %s: two requests overran the timeout and still run; restarting the worker",
+        model_name,
+    )
+    timer = threading.Timer(WEDGED_EXIT_DELAY_SECONDS, os._exit, args=(WEDGED_EXIT_CODE,))
+    timer.daemon = True
+    timer.start()
+
+
 _service: HandlerService | None = None
+
+
+def _load_failed(
+    failures: Path, model_name: str, status: int, message: str, public: bool = True
+) -> None:
+    _log_event("model_load_failed", model=model_name, status=status, error=message)
+    try:
+        load_failures.record(failures, model_name, status, message, public)
+    except OSError:
+        logger.exception("cannot record the load failure of %s", model_name)
 
 
 def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | None:
@@ -191,20 +240,30 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
         model_dir = Path(props.get("model_dir"))
         model_name = context.model_name if hasattr(context, "model_name") else model_dir.name
         config = load_config()
-        service = HandlerService(config, model_name, model_dir, props.get("gpu_id"))
+        failures = config.load_failures_dir
         try:
-            service.initialize()
+            service = HandlerService(config, model_name, model_dir, props.get("gpu_id"))
+            call_with_deadline(service.initialize, config.load_timeout_seconds, name="scorer-load")
+        except DeadlineExceededError:
+            message = (
+                f"model {model_name} did not load within {config.load_timeout_seconds} s "
+                "(SCORER_MODEL_LOAD_TIMEOUT)"
+            )
+            _load_failed(failures, model_name, 504, message)
+            raise ModelLoadError(message) from None
         except _OOM_ERRORS as exc:
-            _log_event("model_load_failed", model=model_name, status=507, error=str(exc))
+            _load_failed(failures, model_name, 507, f"out of memory loading {model_name}: {exc}")
+            if config.multi_model:
+                janitor.start(config.port, model_name)  # MMS keeps a 507 model registered
             raise MemoryError(f"out of memory loading {model_name}") from None
         except ScorerError as exc:
-            _log_event("model_load_failed", model=model_name, status=exc.status_code,
-                       error=exc.message)  # fmt: skip
+            _load_failed(failures, model_name, int(exc.status_code), exc.message)
             raise
         except Exception as exc:
             logger.exception("loading model %s failed", model_name)
-            _log_event("model_load_failed", model=model_name, status=500, error=repr(exc))
+            _load_failed(failures, model_name, 500, f"{type(exc).__name__}: {exc}", public=False)
             raise
+        load_failures.clear(failures, model_name)
         _service = service
         return None
     if _service is None:

@@ -34,6 +34,14 @@ CONTAINER_DIR = Path(__file__).resolve().parents[3] / "container"
 PLUGINS_DIR_ENV = "SCORER_MMS_PLUGINS"
 LOG_CONFIG_ENV = "SCORER_MMS_LOG_CONFIG"
 STOP_GRACE_SECONDS = 25.0
+# MMS's own reply timeout is a backstop behind scorer's per-load and per-request bounds,
+# which the worker enforces itself (clear errors); MMS only acts if the worker is stuck.
+BACKSTOP_MARGIN_SECONDS = 30
+
+
+def backstop_timeout(config: ServerConfig) -> int:
+    """MMS's ``default_response_timeout_seconds``: after both of scorer's own bounds."""
+    return max(config.load_timeout_seconds, config.timeout_seconds) + BACKSTOP_MARGIN_SECONDS
 
 
 def worker_count(config: ServerConfig) -> int:
@@ -50,7 +58,7 @@ def properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> dict[str,
         "model_store": "/",
         "default_service_handler": HANDLER,
         "default_workers_per_model": str(worker_count(config)),
-        "default_response_timeout_seconds": str(config.timeout_seconds),
+        "default_response_timeout_seconds": str(backstop_timeout(config)),
         "unregister_model_timeout": "360",
         "max_request_size": str(config.max_request_size),
         "max_response_size": str(max(config.max_request_size, 6 * 1024 * 1024)),
@@ -66,6 +74,7 @@ def properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> dict[str,
         "scorer_max_concurrent_transforms": str(config.max_concurrent_transforms),
         "scorer_max_payload_in_mb": str(config.max_payload_in_mb),
         "scorer_batch_strategy": config.batch_strategy,
+        "scorer_load_failures_dir": str(config.load_failures_dir),
     }
     if not config.multi_model:
         props["load_models"] = f"{SINGLE_MODEL_NAME}={config.model_dir}"
@@ -216,7 +225,8 @@ class ModelServer:
 
     def restore(self, models: Mapping[str, str]) -> None:
         """Register ``models`` again (after a restart); failures are logged, not raised."""
-        with httpx.Client(base_url=self.url, timeout=float(self.config.timeout_seconds)) as client:
+        timeout = float(backstop_timeout(self.config))
+        with httpx.Client(base_url=self.url, timeout=timeout) as client:
             for name, url in models.items():
                 try:
                     status = client.post(

@@ -26,9 +26,10 @@ from scorer.cache.gpu import gpu_memory_budget
 from scorer.cache.mms_registry import MmsModelRegistry
 from scorer.cache.settings import CacheSettings, load_cache_settings
 from scorer.serving.gateway import create_gateway_app, load_gateway_settings
-from scorer.serving.mms import ModelServer
+from scorer.serving.mms import ModelServer, backstop_timeout
 
 logger = logging.getLogger("scorer.self_managed")
+INVOKE_MARGIN_SECONDS = 5  # the worker answers 504 at the timeout; wait for that answer
 
 
 def internal_port(config: cfg.ServerConfig) -> int:
@@ -86,7 +87,11 @@ def serve_self_managed(environ: Mapping[str, str], bind_address: str = "0.0.0.0"
         server.wait_ready()
         assert server.process is not None
         registry = MmsModelRegistry(
-            server.url, server_pid=server.process.pid, log_hint=str(server.config.log_dir)
+            server.url,
+            server_pid=server.process.pid,
+            log_hint=str(server.config.log_dir),
+            load_timeout_s=float(backstop_timeout(server.config)),
+            load_failures_dir=server.config.load_failures_dir,
         )
         budgets = []
         if cache_settings.gpu_memory_fraction:
@@ -97,7 +102,10 @@ def serve_self_managed(environ: Mapping[str, str], bind_address: str = "0.0.0.0"
                 budgets.append(budget)
         cache = ModelCache.from_settings(cache_settings, registry, budgets=budgets)
         settings = load_gateway_settings(
-            environ, server.url, config.max_request_size, float(config.timeout_seconds)
+            environ,
+            server.url,
+            config.max_request_size,
+            float(config.timeout_seconds + INVOKE_MARGIN_SECONDS),
         )
         app = create_gateway_app(settings, cache)
         watchdog = threading.Thread(target=_supervise, args=(server, stopping), daemon=True)

@@ -1,7 +1,12 @@
 package ai.scorer.mms;
 
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
 import java.util.Map;
 import software.amazon.ai.mms.servingsdk.Context;
 import software.amazon.ai.mms.servingsdk.Model;
@@ -17,7 +22,9 @@ import software.amazon.ai.mms.servingsdk.http.Response;
  *
  * <p>MMS's own /ping answers 200 even when no model could be loaded. On a single-model
  * endpoint SageMaker must not route traffic to such a container, so this answers 503 until
- * every registered model has a running worker. Multi-model endpoints start with no models,
+ * every registered model has a running worker, with a JSON reason: still loading, or the
+ * failure the model's worker recorded in {@code <scorer_load_failures_dir>/<model>.json}
+ * (written by scorer.serving.handler_service). Multi-model endpoints start with no models,
  * so there the server being up is enough.
  */
 @Endpoint(
@@ -42,19 +49,62 @@ public class ReadinessPing extends ModelServerEndpoint {
         return true;
     }
 
+    /** Why a registered model is not serving: its recorded load failure, else "loading". */
+    static String reason(Map<String, Model> models, String failuresDir) {
+        if (models.isEmpty()) {
+            return "no model is registered yet";
+        }
+        for (Map.Entry<String, Model> entry : models.entrySet()) {
+            boolean running = false;
+            for (Worker worker : entry.getValue().getModelWorkers()) {
+                running |= worker.isRunning();
+            }
+            if (running) {
+                continue;
+            }
+            String failure = recordedFailure(failuresDir, entry.getKey());
+            if (failure != null) {
+                return "model " + entry.getKey() + " failed to load: " + failure;
+            }
+            return "model " + entry.getKey() + " is loading";
+        }
+        return "model is not loaded";
+    }
+
+    static String recordedFailure(String failuresDir, String modelName) {
+        if (failuresDir == null || failuresDir.isEmpty()) {
+            return null;
+        }
+        StringBuilder safe = new StringBuilder();
+        for (char c : modelName.toCharArray()) {
+            safe.append(Character.isLetterOrDigit(c) || c == '.' || c == '_' || c == '-' ? c : '_');
+        }
+        Path path = Paths.get(failuresDir, safe + ".json");
+        try {
+            String text = new String(Files.readAllBytes(path), StandardCharsets.UTF_8);
+            JsonObject record = JsonParser.parseString(text).getAsJsonObject();
+            return record.has("message") ? record.get("message").getAsString() : null;
+        } catch (IOException | RuntimeException e) {
+            return null; // no record (still loading), or one being replaced
+        }
+    }
+
     @Override
     public void doGet(Request req, Response rsp, Context ctx) throws IOException {
         boolean multiModel =
                 Boolean.parseBoolean(ctx.getConfig().getProperty("scorer_multi_model", "false"));
         rsp.setContentType("application/json");
-        if (multiModel || allModelsServing(ctx.getModels())) {
+        Map<String, Model> models = ctx.getModels();
+        if (multiModel || allModelsServing(models)) {
             rsp.setStatus(200);
             rsp.getOutputStream().write("{\"status\": \"Healthy\"}\n".getBytes(StandardCharsets.UTF_8));
         } else {
+            String failures = ctx.getConfig().getProperty("scorer_load_failures_dir", "");
+            JsonObject body = new JsonObject();
+            body.addProperty("status", "Unhealthy");
+            body.addProperty("message", reason(models, failures));
             rsp.setStatus(503, "Model not ready");
-            rsp.getOutputStream()
-                    .write("{\"status\": \"Unhealthy\", \"message\": \"model is not loaded\"}\n"
-                            .getBytes(StandardCharsets.UTF_8));
+            rsp.getOutputStream().write((body + "\n").getBytes(StandardCharsets.UTF_8));
         }
     }
 }
