@@ -48,6 +48,7 @@ THREADS_PER_WORKER = "SCORER_THREADS_PER_WORKER"
 INSTALL_REQUIREMENTS = "SCORER_INSTALL_REQUIREMENTS"  # per-model code/requirements.txt
 PIP_ARGS = "SCORER_PIP_ARGS"  # extra pip arguments for per-model installs
 MODEL_LOAD_TIMEOUT = "SCORER_MODEL_LOAD_TIMEOUT"  # seconds one model load may take
+WORKER_MEMORY_LIMIT_MB = "SCORER_WORKER_MEMORY_LIMIT_MB"  # auto | off | MB per worker
 
 SAGEMAKER_PAYLOAD_LIMIT = 6 * 1024 * 1024  # InvokeEndpoint Body maximum (botocore model)
 
@@ -77,6 +78,7 @@ class ServerConfig:
     gpu_placement: str
     threads_per_worker: int | None
     install_requirements: bool
+    worker_memory_limit: str
     pip_args: tuple[str, ...]
     batch: bool
     batch_strategy: str
@@ -97,6 +99,11 @@ class ServerConfig:
     def log_dir(self) -> Path:
         """Where MMS writes its logs."""
         return self.run_dir / "logs"
+
+    @property
+    def inflight_dir(self) -> Path:
+        """One file per worker with its count of requests in flight (for draining)."""
+        return self.run_dir / "inflight"
 
     @property
     def load_failures_dir(self) -> Path:
@@ -175,6 +182,14 @@ def _timeout_seconds(environ: Mapping[str, str]) -> int:
     return seconds
 
 
+def _memory_limit(environ: Mapping[str, str]) -> str:
+    raw = (environ.get(WORKER_MEMORY_LIMIT_MB) or "auto").strip().lower()
+    if raw in {"auto", "off"}:
+        return raw
+    megabytes = _int({WORKER_MEMORY_LIMIT_MB: raw}, WORKER_MEMORY_LIMIT_MB, None, minimum=64)
+    return str(megabytes)
+
+
 def _choice(environ: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
     value = (environ.get(key) or choices[0]).strip().lower()
     if value not in choices:
@@ -225,6 +240,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         gpu_placement=_choice(env, GPU_PLACEMENT, ("most-free", "mms")),
         threads_per_worker=_int(env, THREADS_PER_WORKER, None, minimum=1),
         install_requirements=_bool(env, INSTALL_REQUIREMENTS, True),
+        worker_memory_limit=_memory_limit(env),
         pip_args=tuple(env.get(PIP_ARGS, "").split()),
         batch=_bool(env, BATCH, False),
         batch_strategy=env.get(BATCH_STRATEGY, "MULTI_RECORD"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +14,23 @@ import httpx
 import psutil
 import pytest
 
-from tests.support.models import creative_model_dir, image_bytes
+from tests.support.models import add_code, creative_model_dir, image_bytes, torchscript_model_dir
 from tests.support.processes import serving_entrypoint
 from tests.support.servers import load, server_environ
 
 pytestmark = pytest.mark.integration
+
+SLEEPER = """
+import json
+import time
+
+def model_fn(model_dir):
+    return "sleeper"
+
+def transform_fn(model, data, content_type, accept):
+    time.sleep(3)
+    return json.dumps({"slept": 3, "bytes": len(data)}), "application/json"
+"""
 
 
 def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -102,3 +115,23 @@ def test_sigterm_stops_the_server_promptly(entrypoint_server) -> None:  # type: 
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/ping", timeout=2)
     assert not _children(os.getpid(), "model_service_worker")
+
+
+def test_sigterm_lets_requests_in_flight_finish(entrypoint_server) -> None:  # type: ignore[no-untyped-def]
+    process, url, model_dir = entrypoint_server
+    sleeper = add_code(torchscript_model_dir(model_dir.parent.parent, "sleeper"), SLEEPER)
+    with httpx.Client(base_url=url, timeout=120) as client:
+        assert load(client, "sleeper", sleeper).status_code == 200
+    answers: list[httpx.Response] = []
+
+    def invoke() -> None:
+        answers.append(httpx.post(f"{url}/models/sleeper/invoke", content=b"abc", timeout=30))
+
+    caller = threading.Thread(target=invoke)
+    caller.start()
+    time.sleep(1.0)  # the request is inside the worker, 2 s from done
+    process.send_signal(signal.SIGTERM)
+    caller.join(timeout=30)
+    assert answers and answers[0].status_code == 200, answers
+    assert answers[0].json() == {"slept": 3, "bytes": 3}
+    assert process.wait(timeout=30) == 0

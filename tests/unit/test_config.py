@@ -190,3 +190,17 @@ def test_unknown_variables_are_ignored() -> None:
 
 def test_result_is_a_server_config() -> None:
     assert isinstance(load_config({}), ServerConfig)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, "auto"), ("", "auto"), ("OFF", "off"), (" 2048 ", "2048")]
+)
+def test_worker_memory_limit(raw: str | None, expected: str) -> None:
+    env = {} if raw is None else {cfg.WORKER_MEMORY_LIMIT_MB: raw}
+    assert load_config(env).worker_memory_limit == expected
+
+
+@pytest.mark.parametrize("raw", ["lots", "10", "-1"])
+def test_worker_memory_limit_refuses_nonsense(raw: str) -> None:
+    with pytest.raises(ConfigError, match=cfg.WORKER_MEMORY_LIMIT_MB):
+        load_config({cfg.WORKER_MEMORY_LIMIT_MB: raw})

@@ -40,7 +40,14 @@ from scorer.inference.context import CUSTOM_ATTRIBUTES, MAX_CUSTOM_ATTRIBUTES, R
 from scorer.inference.defaults import CreativeScoringDefaults
 from scorer.serving import janitor, load_failures, requirements
 from scorer.serving.bounded import BoundedRunner, DeadlineExceededError, call_with_deadline
-from scorer.serving.resources import configure_threads, select_device, threads_per_worker
+from scorer.serving.inflight import InflightCounter
+from scorer.serving.resources import (
+    configure_threads,
+    limit_memory,
+    memory_limit_bytes,
+    select_device,
+    threads_per_worker,
+)
 
 logger = logging.getLogger("scorer.worker")
 
@@ -71,6 +78,7 @@ class HandlerService:
         )
         self.chain: Chain | None = None
         self.runner = BoundedRunner()
+        self.inflight: InflightCounter | None = None
 
     def check_model_dir(self) -> None:
         """In multi-model mode, only safe names and directories under the models root load."""
@@ -92,6 +100,8 @@ class HandlerService:
         """Install the model's requirements, import its code and call ``model_fn``."""
         started = time.monotonic()
         self.check_model_dir()
+        memory_limit = memory_limit_bytes(self.config.worker_memory_limit, self.device.type)
+        limit_memory(memory_limit)
         workers = self.config.workers or 1
         configure_threads(threads_per_worker(self.config.threads_per_worker, workers))
         code_dir = self.model_dir / "code"
@@ -111,11 +121,13 @@ class HandlerService:
         )
         chain.load(self.model_dir)
         self.chain = chain
+        self.inflight = InflightCounter(self.config.inflight_dir)
         _log_event(
             "model_loaded",
             model=self.model_name,
             device=str(self.device),
             threads=torch.get_num_threads(),
+            memory_limit_mb=None if memory_limit is None else memory_limit >> 20,
             user_hooks=chain.customised,
             ms=round((time.monotonic() - started) * 1000, 1),
             pid=os.getpid(),
@@ -151,6 +163,12 @@ class HandlerService:
 
     def handle(self, batch: list[dict[str, Any]], mms_context: Any) -> list[bytes]:
         """Score each request of an MMS batch; one response (or error body) per request."""
+        if self.inflight is None:
+            return self._handle(batch, mms_context)
+        with self.inflight.serving(len(batch)):
+            return self._handle(batch, mms_context)
+
+    def _handle(self, batch: list[dict[str, Any]], mms_context: Any) -> list[bytes]:
         assert self.chain is not None
         chain = self.chain
         deadline = time.monotonic() + self.config.timeout_seconds

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from scorer.config import ServerConfig, load_config
+from scorer.serving.inflight import drain
 from scorer.serving.resources import cpu_count
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ CONTAINER_DIR = Path(__file__).resolve().parents[3] / "container"
 PLUGINS_DIR_ENV = "SCORER_MMS_PLUGINS"
 LOG_CONFIG_ENV = "SCORER_MMS_LOG_CONFIG"
 STOP_GRACE_SECONDS = 25.0
+DRAIN_SECONDS = 15.0  # of SageMaker's 30 s between SIGTERM and SIGKILL; the rest is the stop
 # MMS's own reply timeout is a backstop behind scorer's per-load and per-request bounds,
 # which the worker enforces itself (clear errors); MMS only acts if the worker is stuck.
 BACKSTOP_MARGIN_SECONDS = 30
@@ -239,7 +241,8 @@ class ModelServer:
     def serve_forever(self, poll_seconds: float = 2.0, max_restarts: int = 5) -> int:
         """Run MMS until SIGTERM/SIGINT; restart it if it dies, restoring its models.
 
-        SIGTERM/SIGINT stop MMS within the grace period. An unexpected exit is restarted
+        SIGTERM/SIGINT let the requests in flight finish (at most ``DRAIN_SECONDS``), then
+        stop MMS within the rest of SageMaker's 30 s. An unexpected exit is restarted
         and the multi-model endpoint's loaded models are registered again; more than
         ``max_restarts`` exits in 10 minutes end the process (SageMaker then replaces it).
         """
@@ -247,9 +250,14 @@ class ModelServer:
 
         def _terminate(signum: int, _frame: object) -> None:
             nonlocal stopping
-            logger.info("received signal %d: stopping the model server", signum)
+            if stopping:
+                return
             stopping = True
-            self.stop()
+            logger.info("received signal %d: draining in-flight requests", signum)
+            drained = drain(self.config.inflight_dir, DRAIN_SECONDS)
+            outcome = "drained" if drained else "requests still in flight after the drain"
+            logger.info("%s; stopping the model server", outcome)
+            self.stop(grace=STOP_GRACE_SECONDS - DRAIN_SECONDS)
 
         signal.signal(signal.SIGTERM, _terminate)
         signal.signal(signal.SIGINT, _terminate)

@@ -1,9 +1,10 @@
-"""Which device a worker runs on and how many CPU threads it may use."""
+"""Which device a worker runs on, how many CPU threads it may use, how much memory."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,3 +70,60 @@ def configure_threads(threads: int) -> None:
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set once in this process
         torch.set_num_interop_threads(1)
+
+
+AUTO_MEMORY_SHARE = 0.9  # of the memory free when the model loads
+
+
+def _cgroup_headroom() -> int | None:
+    """Bytes this container may still allocate under its cgroup v2 limit, if it has one."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        current = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if limit == "max":
+        return None
+    return max(0, int(limit) - current)
+
+
+def _data_size() -> int:
+    """This process's data segment (``VmData``: heap and private writable mappings), bytes."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def memory_limit_bytes(setting: str, device_type: str) -> int | None:
+    """The worker's data-size limit for ``SCORER_WORKER_MEMORY_LIMIT_MB``, or None (no limit).
+
+    ``auto`` (CPU workers): what the worker has now plus 90 % of the memory free now (the
+    host's, or the container's cgroup headroom if smaller). A number: that many MB in all.
+    """
+    if setting == "off":
+        return None
+    if setting == "auto":
+        if device_type != "cpu":
+            return None  # the CUDA driver's host mappings are not ours to bound
+        import psutil
+
+        free = psutil.virtual_memory().available
+        headroom = _cgroup_headroom()
+        if headroom is not None:
+            free = min(free, headroom)
+        return _data_size() + int(free * AUTO_MEMORY_SHARE)
+    return int(setting) * 1024 * 1024
+
+
+def limit_memory(limit: int | None) -> None:
+    """Make allocations past ``limit`` bytes fail in this process (``MemoryError``, 507)
+    instead of the kernel's OOM killer ending it, or a neighbour, mid-request."""
+    if limit is None:
+        return
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))

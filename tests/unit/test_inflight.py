@@ -1,0 +1,52 @@
+"""scorer.serving.inflight: per-worker counts of requests in flight, and the drain."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from scorer.serving.inflight import InflightCounter, drain, in_flight
+
+
+def test_counts_add_up_across_workers(tmp_path: Path) -> None:
+    a = InflightCounter(tmp_path)  # this process
+    a.add(3)
+    a.add(-1)
+    assert in_flight(tmp_path) == 2
+    with a.serving(5):
+        assert in_flight(tmp_path) == 7
+    assert in_flight(tmp_path) == 2
+    a.add(-10)  # never below zero
+    assert in_flight(tmp_path) == 0
+    a.add(12345)
+    a.add(-12340)
+    assert a.path.read_bytes().strip() == b"5"  # no stale digits from the longer number
+    a.close()
+    assert in_flight(tmp_path) == 0 and not a.path.exists()
+
+
+def test_files_of_dead_workers_are_ignored_and_removed(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = InflightCounter(tmp_path, pid=int(dead.stdout))
+    stale.add(4)
+    assert in_flight(tmp_path) == 0
+    assert not stale.path.exists()
+
+
+def test_drain_waits_for_the_last_request(tmp_path: Path) -> None:
+    counter = InflightCounter(tmp_path)
+    counter.add(1)
+    threading.Timer(0.3, counter.add, args=(-1,)).start()
+    began = time.monotonic()
+    assert drain(tmp_path, timeout=10, quiet=0.1)
+    assert time.monotonic() - began >= 0.3
+
+
+def test_drain_gives_up_at_its_timeout(tmp_path: Path) -> None:
+    counter = InflightCounter(tmp_path)
+    counter.add(1)
+    assert drain(tmp_path, timeout=0.2, quiet=0.1) is False
