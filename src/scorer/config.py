@@ -49,6 +49,7 @@ INSTALL_REQUIREMENTS = "SCORER_INSTALL_REQUIREMENTS"  # per-model code/requireme
 PIP_ARGS = "SCORER_PIP_ARGS"  # extra pip arguments for per-model installs
 MODEL_LOAD_TIMEOUT = "SCORER_MODEL_LOAD_TIMEOUT"  # seconds one model load may take
 WORKER_MEMORY_LIMIT_MB = "SCORER_WORKER_MEMORY_LIMIT_MB"  # auto | off | MB per worker
+WORKER_ZYGOTE = "SCORER_WORKER_ZYGOTE"  # fork model workers from a pre-warmed process
 
 SAGEMAKER_PAYLOAD_LIMIT = 6 * 1024 * 1024  # InvokeEndpoint Body maximum (botocore model)
 
@@ -79,6 +80,7 @@ class ServerConfig:
     threads_per_worker: int | None
     install_requirements: bool
     worker_memory_limit: str
+    worker_zygote: bool
     pip_args: tuple[str, ...]
     batch: bool
     batch_strategy: str
@@ -241,6 +243,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         threads_per_worker=_int(env, THREADS_PER_WORKER, None, minimum=1),
         install_requirements=_bool(env, INSTALL_REQUIREMENTS, True),
         worker_memory_limit=_memory_limit(env),
+        worker_zygote=_bool(env, WORKER_ZYGOTE, True),
         pip_args=tuple(env.get(PIP_ARGS, "").split()),
         batch=_bool(env, BATCH, False),
         batch_strategy=env.get(BATCH_STRATEGY, "MULTI_RECORD"),

@@ -204,7 +204,8 @@ def _reported_memory(response: httpx.Response) -> int:
 def worker_processes(server_pid: int, name: str) -> list[psutil.Process]:
     """The processes under ``server_pid`` that serve model ``name`` (and their children).
 
-    A worker is a process whose command line holds ``--model-name <name>``.
+    A worker is a process whose command line holds ``--model-name <name>`` (workers forked
+    by scorer's zygote carry it as their process title: one space-separated string).
     """
     try:
         descendants = psutil.Process(server_pid).children(recursive=True)
@@ -213,7 +214,7 @@ def worker_processes(server_pid: int, name: str) -> list[psutil.Process]:
     chosen: dict[int, psutil.Process] = {}
     for process in descendants:
         try:
-            cmdline = process.cmdline()
+            cmdline = " ".join(process.cmdline()).split()
         except psutil.Error:
             continue
         for idx, arg in enumerate(cmdline[:-1]):

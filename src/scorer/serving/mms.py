@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import httpx
 from scorer.config import ServerConfig, load_config
 from scorer.serving.inflight import drain
 from scorer.serving.resources import cpu_count
+from scorer.serving.zygote import write_launcher
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +102,13 @@ def _mms_executable() -> str:
     return str(candidate) if candidate.exists() else "multi-model-server"
 
 
-def command(config: ServerConfig) -> list[str]:
-    """The command line that starts MMS in the foreground."""
+def command(config: ServerConfig, zygote_address: str | None = None) -> list[str]:
+    """The command line that starts MMS in the foreground.
+
+    With ``zygote_address``, MMS is started by scorer's worker zygote
+    (:mod:`scorer.serving.zygote`) and told to use its launcher as "python", so model
+    workers are forked from a process that has torch and scorer imported already.
+    """
     cmd = [
         _mms_executable(), "--start", "--foreground",
         "--mms-config", str(config.mms_config_path), "--model-store", "/",
@@ -109,7 +116,20 @@ def command(config: ServerConfig) -> list[str]:
     log_config = os.environ.get(LOG_CONFIG_ENV) or str(CONTAINER_DIR / "log4j2.xml")
     if Path(log_config).is_file():
         cmd += ["--log-config", log_config]
-    return cmd
+    if zygote_address is None:
+        return cmd
+    # MMS passes its front-end's sys.executable to Java as the workers' python.
+    front_end = (
+        "import sys; from mms.model_server import start; "
+        "sys.executable = sys.argv.pop(1); sys.exit(start())"
+    )
+    mms = [sys.executable, "-c", front_end, str(launcher_path(config)), *cmd[1:]]
+    return [sys.executable, "-m", "scorer.serving.zygote", "--address", zygote_address, "--", *mms]
+
+
+def launcher_path(config: ServerConfig) -> Path:
+    """Where the worker launcher MMS runs as its "python" is written."""
+    return config.run_dir / "bin" / "scorer-worker-python"
 
 
 def environment(config: ServerConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -156,11 +176,19 @@ class ModelServer:
         for folder in (self.config.mms_tmp_dir, self.config.log_dir, self.config.packages_dir):
             folder.mkdir(parents=True, exist_ok=True)
         write_properties(self.config, self.bind_address)
+        address = None
+        if self.config.worker_zygote:
+            address = f"scorer-zygote-{os.getpid()}-{secrets.token_hex(6)}"
+            launcher = write_launcher(launcher_path(self.config), sys.executable, address)
+            if not os.access(launcher, os.X_OK):  # e.g. a noexec run dir: plain MMS workers
+                logger.warning("cannot execute %s; model workers start without the zygote",
+                               launcher)  # fmt: skip
+                address = None
         logger.info("starting Multi Model Server on %s", self.url)
         sink = open(output, "ab") if output is not None else None  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                command(self.config),
+                command(self.config, address),
                 env=environment(self.config, self.environ),
                 cwd=str(self.config.run_dir),
                 start_new_session=True,
