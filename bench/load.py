@@ -207,8 +207,8 @@ class PingProbe:
             return {"n": 0}
         return {
             "n": len(ordered),
-            "p50_ms": round(_percentile(ordered, 50), 2),
-            "p99_ms": round(_percentile(ordered, 99), 2),
+            "p50_ms": round(_percentile(ordered, 0.50), 2),
+            "p99_ms": round(_percentile(ordered, 0.99), 2),
             "max_ms": round(ordered[-1], 2),
             "not_200": sum(1 for s in self.statuses if s != 200),
         }

@@ -19,6 +19,7 @@ import concurrent.futures
 import queue
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -58,29 +59,32 @@ def call_with_deadline(fn: Callable[[], T], seconds: float, name: str) -> T:
 
 
 class BoundedRunner:
-    """Runs request work with a deadline on two reusable daemon threads (one spare).
+    """Runs request work with a deadline on a reusable daemon thread, with one spare.
 
-    The spare thread exists only for the case a request was abandoned at its deadline:
-    the next request must not wait for it. Torch's intra-op threads are shared, so two
-    requests run at once only while one is abandoned. The threads are daemons (not a
-    ``ThreadPoolExecutor``, whose exit hook joins its threads), so an abandoned request
-    never keeps an exiting worker process alive.
+    All work runs on the first thread while it is free: torch's OpenMP keeps one team of
+    intra-op threads per calling thread, and two calling threads taking turns would keep
+    two teams spinning for the same cores. The spare thread takes work only while the first
+    one is still busy with a request abandoned at its deadline, so the next request does not
+    wait for it. The threads are daemons (not a ``ThreadPoolExecutor``, whose exit hook joins
+    its threads), so an abandoned request never keeps an exiting worker process alive.
     """
 
     def __init__(self, threads: int = 2) -> None:
-        self._work: queue.SimpleQueue[
-            tuple[Callable[[], object], concurrent.futures.Future[object]]
-        ] = queue.SimpleQueue()
+        self._lanes: list[queue.SimpleQueue[tuple[Callable[[], object], Future[object]]]] = []
+        self._running: list[Future[object] | None] = [None] * threads
         for index in range(threads):
+            lane: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]]
+            lane = queue.SimpleQueue()
+            self._lanes.append(lane)
             threading.Thread(
-                target=self._serve, name=f"scorer-request-{index}", daemon=True
+                target=self._serve, args=(lane,), name=f"scorer-request-{index}", daemon=True
             ).start()
-        self._abandoned: list[concurrent.futures.Future[object]] = []
         self._wedged = False
 
-    def _serve(self) -> None:
+    @staticmethod
+    def _serve(lane: queue.SimpleQueue[tuple[Callable[[], object], Future[object]]]) -> None:
         while True:
-            fn, future = self._work.get()
+            fn, future = lane.get()
             if not future.set_running_or_notify_cancel():
                 continue
             try:
@@ -88,27 +92,37 @@ class BoundedRunner:
             except BaseException as exc:  # handed to the waiting caller
                 future.set_exception(exc)
 
+    def _free_lane(self) -> int | None:
+        for index, abandoned in enumerate(self._running):
+            if abandoned is None or abandoned.done():
+                self._running[index] = None
+                return index
+        return None
+
     def run(self, fn: Callable[[], T], seconds: float) -> T:
         """``fn()``, or :class:`DeadlineExceededError` once ``seconds`` have passed."""
-        self._abandoned = [f for f in self._abandoned if not f.done()]
-        future: concurrent.futures.Future[object] = concurrent.futures.Future()
-        self._work.put((fn, future))
+        lane = self._free_lane()
+        if lane is None:  # every thread is stuck in abandoned work
+            self._wedged = True
+            raise DeadlineExceededError(seconds)
+        future: Future[object] = Future()
+        self._lanes[lane].put((fn, future))
         try:
             return future.result(timeout=max(seconds, 0.0))  # type: ignore[return-value]
         except concurrent.futures.TimeoutError:
-            if future.cancel():  # never started: both threads were busy
+            if future.cancel():  # never started
                 raise DeadlineExceededError(seconds) from None
-            if self._abandoned:
-                self._wedged = True  # both threads are now busy with overrunning work
-            self._abandoned.append(future)
+            self._running[lane] = future
+            if self._free_lane() is None:
+                self._wedged = True  # every thread is now busy with overrunning work
             raise DeadlineExceededError(seconds) from None
 
     @property
     def wedged(self) -> bool:
-        """True once two overrunning requests occupy both threads."""
+        """True once overrunning requests occupy every thread."""
         return self._wedged
 
     @property
     def abandoned(self) -> int:
         """How many overrunning requests are still running."""
-        return sum(1 for f in self._abandoned if not f.done())
+        return sum(1 for f in self._running if f is not None and not f.done())
