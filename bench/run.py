@@ -28,7 +28,7 @@ from scorer.inference.defaults import CreativeScoringDefaults
 from scorer.local.runner import free_loopback_port
 from scorer.serving.bounded import BoundedRunner
 from scorer.serving.mms import ModelServer
-from scorer.serving.resources import cpu_count
+from scorer.serving.resources import configure_threads, cpu_count
 
 RESULTS_DIR = Path(__file__).with_name("results")
 
@@ -136,7 +136,7 @@ class Bench:
               flush=True)  # fmt: skip
 
     def limit(self, backbone: str, model_dir: Path, payload: str) -> None:
-        torch.set_num_threads(cpu_count())
+        configure_threads(cpu_count())  # the worker's budget: torch and image decoding
         defaults = CreativeScoringDefaults(torch.device("cpu"), allow_pickle=False, model_name="x")
         chain = Chain.for_model_dir(model_dir, defaults)
         chain.load(model_dir)

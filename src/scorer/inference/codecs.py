@@ -26,6 +26,7 @@ from scorer.errors import (
     UnsupportedContentTypeError,
 )
 from scorer.inference import content_types as ct
+from scorer.inference.image_pool import map_in_order
 from scorer.inference.images import decode_image
 
 MAX_JSON_IMAGES = 64
@@ -101,8 +102,11 @@ def decode_json(body: bytes, target: int | None) -> ImageBatch | np.ndarray:
                 raise BadRequestError(f"at most {MAX_JSON_IMAGES} images per request")
             images: list[Image.Image] = []
             pixels = 0
-            for index, item in enumerate(items):
-                image = _decode_b64(item, index, target)
+
+            def decode_one(indexed: tuple[int, Any]) -> Image.Image:
+                return _decode_b64(indexed[1], indexed[0], target)
+
+            for image in map_in_order(decode_one, list(enumerate(items))):
                 pixels += image.size[0] * image.size[1]
                 if pixels > MAX_BATCH_PIXELS:
                     raise PayloadTooLargeError(

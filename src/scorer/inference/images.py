@@ -19,6 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from scorer.errors import BadRequestError, PayloadTooLargeError
+from scorer.inference.image_pool import map_in_order
 from scorer.models.spec import InputSpec
 
 # A decoded image larger than this is refused before its pixels are allocated.
@@ -114,4 +115,4 @@ def to_batch(images: Sequence[Image.Image], spec: InputSpec) -> torch.Tensor:
 
 def preprocess_images(images: Sequence[Image.Image], spec: InputSpec) -> torch.Tensor:
     """Resize every image per ``spec`` and return the normalised batch tensor."""
-    return to_batch([resize_image(img, spec) for img in images], spec)
+    return to_batch(list(map_in_order(lambda img: resize_image(img, spec), images)), spec)

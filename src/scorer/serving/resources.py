@@ -64,9 +64,12 @@ def threads_per_worker(configured: int | None, workers: int) -> int:
 
 
 def configure_threads(threads: int) -> None:
-    """Apply the thread budget to torch (intra-op and inter-op)."""
+    """Apply the thread budget to torch (intra-op and inter-op) and to image decoding."""
     import torch
 
+    from scorer.inference import image_pool
+
+    image_pool.set_threads(threads)
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set once in this process
         torch.set_num_interop_threads(1)
