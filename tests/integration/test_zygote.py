@@ -19,6 +19,7 @@ import httpx
 import psutil
 import pytest
 
+from scorer.cache.mms_registry import worker_processes
 from scorer.serving.mms import ModelServer
 from tests.support.models import creative_model_dir, image_bytes
 from tests.support.servers import load, running_server
@@ -27,18 +28,9 @@ pytestmark = pytest.mark.integration
 
 
 def _workers(server: ModelServer, name: str) -> list[psutil.Process]:
+    """The model's processes under the server, as the cache's memory meter finds them."""
     assert server.process is not None
-    found = []
-    for process in psutil.Process(server.process.pid).children(recursive=True):
-        try:
-            words = " ".join(process.cmdline()).split()
-        except psutil.Error:
-            continue
-        if "model_service_worker.py" in " ".join(words) and f"--model-name {name}" in " ".join(
-            words
-        ):
-            found.append(process)
-    return found
+    return worker_processes(server.process.pid, name)
 
 
 def _scores(client: httpx.Client, name: str) -> httpx.Response:
