@@ -22,13 +22,14 @@ import torch
 
 from bench import inputs, models
 from bench.load import Measurement, PingProbe, call_overhead_us, http_load, in_process, tree_rss
+from scorer.cpus import cpu_count
 from scorer.inference.chain import Chain
 from scorer.inference.context import RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
-from scorer.local.runner import free_loopback_port
+from scorer.modelserver.ports import free_loopback_port
+from scorer.modelserver.process import ModelServer
 from scorer.serving.bounded import BoundedRunner
-from scorer.serving.mms import ModelServer
-from scorer.serving.resources import configure_threads, cpu_count
+from scorer.serving.resources import configure_threads
 
 RESULTS_DIR = Path(__file__).with_name("results")
 
@@ -68,7 +69,7 @@ class Bench:
             "SCORER_RUN_DIR": str(workdir / "run"),
             "SCORER_MMS_CONFIG": str(workdir / "run" / "mms.properties"),
         }
-        self.server = ModelServer(environ, bind_address="127.0.0.1")
+        self.server = ModelServer.from_environ(environ, bind_address="127.0.0.1")
         self.client = httpx.Client(base_url=self.server.url, timeout=300)
 
     def record(self, backbone: str, stack: str, payload: str, m: Measurement) -> None:
@@ -136,8 +137,10 @@ class Bench:
               flush=True)  # fmt: skip
 
     def limit(self, backbone: str, model_dir: Path, payload: str) -> None:
-        configure_threads(cpu_count())  # the worker's budget: torch and image decoding
-        defaults = CreativeScoringDefaults(torch.device("cpu"), allow_pickle=False, model_name="x")
+        pool = configure_threads(cpu_count())  # the worker's budget: torch and image decoding
+        defaults = CreativeScoringDefaults(
+            torch.device("cpu"), allow_pickle=False, model_name="x", pool=pool
+        )
         chain = Chain.for_model_dir(model_dir, defaults)
         chain.load(model_dir)
         p = self.payloads[payload]

@@ -33,8 +33,8 @@ import psutil
 
 from bench.inputs import creative, encode
 from bench.load import tree_rss
-from scorer.local.runner import free_loopback_port
 from scorer.models.archive import pack_directory
+from scorer.modelserver.ports import free_loopback_port
 
 RESULTS = Path(__file__).with_name("results") / "soak.json"
 ENTRYPOINT = Path(__file__).resolve().parents[1] / "entrypoint.py"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -36,14 +37,14 @@ def serve(bind: str) -> None:
     With SCORER_MODEL_PREFIX set, the container runs scorer's self-managed multi-model mode
     (many models behind a single-model endpoint, e.g. on GPU instances).
     """
-    if os.environ.get("SCORER_MODEL_PREFIX"):
+    if os.environ.get(cfg.MODEL_PREFIX):
         from scorer.serving.self_managed import serve_self_managed
 
         _logging(os.environ.get(cfg.LOG_LEVEL, "INFO"))
         raise SystemExit(serve_self_managed(os.environ, bind_address=bind))
-    from scorer.serving.mms import ModelServer
+    from scorer.modelserver.process import ModelServer
 
-    server = ModelServer(os.environ, bind_address=bind)
+    server = ModelServer.from_environ(os.environ, bind_address=bind)
     _logging(server.config.log_level)
     raise SystemExit(server.serve_forever())
 
@@ -60,22 +61,31 @@ def serve(bind: str) -> None:
 )
 def demo(port: int, bind: str, workdir: Path) -> None:
     """Train (once) the built-in demo creative scorer and serve it on a single-model endpoint."""
-    from scorer.models.demo import ensure_demo_model
-    from scorer.models.validate import sample_creative
-    from scorer.serving.mms import ModelServer
+    from scorer.demo import EXTRA_MODULES, INSTALL_HINT
+
+    try:
+        from scorer.demo.training import ensure_demo_model
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in EXTRA_MODULES:
+            raise
+        raise click.ClickException(
+            f"scorer demo needs {exc.name}, from the optional 'demo' extra: {INSTALL_HINT}"
+        ) from None
+    from scorer.modelserver.process import ModelServer
+    from scorer.validate import sample_creative
 
     _logging("INFO")
     model_dir = ensure_demo_model(workdir / "models" / "demo")
     run_dir = workdir / "run" / f"demo-{port}"
-    environ = {
-        **os.environ,
-        cfg.MULTI_MODEL: "false",
-        cfg.BIND_TO_PORT: str(port),
-        cfg.MODEL_DIR: str(model_dir),
-        cfg.RUN_DIR: str(run_dir),
-        cfg.MMS_CONFIG_PATH: str(run_dir / "mms.properties"),
-    }
-    server = ModelServer(environ, bind_address=bind)
+    config = replace(
+        cfg.load_config(os.environ),
+        multi_model=False,
+        port=port,
+        model_dir=model_dir,
+        run_dir=run_dir,
+        mms_config_path=run_dir / "mms.properties",
+    )
+    server = ModelServer(config, bind_address=bind)
     server.start()
     try:
         server.wait_ready()
@@ -154,7 +164,7 @@ def variants(model_dir: Path, count: int, output: Path) -> None:
 )
 def validate(source: Path, allow_pickle: bool) -> None:
     """Check a model.tar.gz or model dir: safe unpack, load, one sample inference."""
-    from scorer.models.validate import validate as run_validation
+    from scorer.validate import validate as run_validation
 
     _logging("WARNING")
     report = run_validation(source, allow_pickle=allow_pickle)

@@ -50,6 +50,23 @@ PIP_ARGS = "SCORER_PIP_ARGS"  # extra pip arguments for per-model installs
 MODEL_LOAD_TIMEOUT = "SCORER_MODEL_LOAD_TIMEOUT"  # seconds one model load may take
 WORKER_MEMORY_LIMIT_MB = "SCORER_WORKER_MEMORY_LIMIT_MB"  # auto | off | MB per worker
 WORKER_ZYGOTE = "SCORER_WORKER_ZYGOTE"  # fork model workers from a pre-warmed process
+MMS_PLUGINS = "SCORER_MMS_PLUGINS"  # folder of scorer's MMS plugin jars (/ping, ...)
+MMS_LOG_CONFIG = "SCORER_MMS_LOG_CONFIG"  # MMS's log4j2 configuration file
+
+# --- the model cache (self-managed multi-model mode and the local emulator) -------------
+MODEL_PREFIX = "SCORER_MODEL_PREFIX"  # where model keys resolve: a directory or s3://b/p/
+CACHE_DIR = "SCORER_CACHE_DIR"
+CACHE_MAX_MODELS = "SCORER_CACHE_MAX_MODELS"
+CACHE_MAX_MEMORY = "SCORER_CACHE_MAX_MEMORY"
+CACHE_LOAD_WAIT = "SCORER_CACHE_LOAD_WAIT"
+CACHE_GPU_MEMORY_FRACTION = "SCORER_CACHE_GPU_MEMORY_FRACTION"
+DEFAULT_MODEL = "SCORER_DEFAULT_MODEL"  # self-managed mode: the model when none is named
+
+# --- the local SageMaker Runtime emulator ----------------------------------------------
+LOCAL_ENDPOINT_NAME = "SCORER_LOCAL_ENDPOINT_NAME"
+LOCAL_BIND = "SCORER_LOCAL_BIND"
+LOCAL_PORT = "SCORER_LOCAL_PORT"
+LOCAL_MODEL_SERVER_URL = "SCORER_LOCAL_MODEL_SERVER_URL"
 
 SAGEMAKER_PAYLOAD_LIMIT = 6 * 1024 * 1024  # InvokeEndpoint Body maximum (botocore model)
 
@@ -86,6 +103,8 @@ class ServerConfig:
     batch_strategy: str
     max_concurrent_transforms: int
     max_payload_in_mb: int
+    mms_plugins_dir: Path | None = None
+    mms_log_config: Path | None = None
 
     @property
     def packages_dir(self) -> Path:
@@ -249,4 +268,62 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         batch_strategy=env.get(BATCH_STRATEGY, "MULTI_RECORD"),
         max_concurrent_transforms=concurrent,
         max_payload_in_mb=payload_mb,
+        mms_plugins_dir=_optional_path(env, MMS_PLUGINS),
+        mms_log_config=_optional_path(env, MMS_LOG_CONFIG),
     )
+
+
+def _optional_path(environ: Mapping[str, str], key: str) -> Path | None:
+    raw = (environ.get(key) or "").strip()
+    return Path(raw) if raw else None
+
+
+def to_environ(config: ServerConfig) -> dict[str, str]:
+    """``config`` as environment variables: what a child process (an MMS worker) reads back.
+
+    ``load_config(to_environ(config)) == config``: the only way configuration reaches
+    another process, so a value derived in the parent (a port, a run dir) is never lost.
+    """
+    env = {
+        MULTI_MODEL: str(config.multi_model).lower(),
+        BIND_TO_PORT: str(config.port),
+        MODEL_SERVER_TIMEOUT_SECONDS: str(config.timeout_seconds),
+        MODEL_LOAD_TIMEOUT: str(config.load_timeout_seconds),
+        STARTUP_TIMEOUT: str(config.startup_timeout_seconds),
+        MODEL_SERVER_VMARGS: config.vmargs,
+        PROGRAM: config.program,
+        DEFAULT_INVOCATIONS_ACCEPT: config.default_accept,
+        MAX_REQUEST_SIZE: str(config.max_request_size),
+        LOG_LEVEL: config.log_level,
+        MODEL_DIR: str(config.model_dir),
+        MODELS_ROOT: str(config.models_root),
+        MMS_CONFIG_PATH: str(config.mms_config_path),
+        RUN_DIR: str(config.run_dir),
+        ALLOW_PICKLE: str(config.allow_pickle).lower(),
+        DEVICE: config.device,
+        GPU_PLACEMENT: config.gpu_placement,
+        INSTALL_REQUIREMENTS: str(config.install_requirements).lower(),
+        WORKER_MEMORY_LIMIT_MB: config.worker_memory_limit,
+        WORKER_ZYGOTE: str(config.worker_zygote).lower(),
+        PIP_ARGS: " ".join(config.pip_args),
+        BATCH: str(config.batch).lower(),
+        BATCH_STRATEGY: config.batch_strategy,
+        MAX_CONCURRENT_TRANSFORMS: str(config.max_concurrent_transforms),
+        MAX_PAYLOAD_IN_MB: str(config.max_payload_in_mb),
+        SAFE_PORT_RANGE: "",
+        MODEL_SERVER_WORKERS: "",
+        THREADS_PER_WORKER: "",
+        MMS_PLUGINS: "",
+        MMS_LOG_CONFIG: "",
+    }
+    if config.safe_port_range is not None:
+        env[SAFE_PORT_RANGE] = "-".join(str(port) for port in config.safe_port_range)
+    if config.workers is not None:
+        env[MODEL_SERVER_WORKERS] = str(config.workers)
+    if config.threads_per_worker is not None:
+        env[THREADS_PER_WORKER] = str(config.threads_per_worker)
+    if config.mms_plugins_dir is not None:
+        env[MMS_PLUGINS] = str(config.mms_plugins_dir)
+    if config.mms_log_config is not None:
+        env[MMS_LOG_CONFIG] = str(config.mms_log_config)
+    return env

@@ -93,3 +93,41 @@ class RequestTimeoutError(ScorerError):
     """The model did not answer within ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` seconds."""
 
     status_code = HTTPStatus.GATEWAY_TIMEOUT
+
+
+class DeadlineExceededError(RequestTimeoutError):
+    """A bounded call (a request or a load in the worker) ran past its deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"did not finish within {seconds:g} s")
+        self.seconds = seconds
+
+
+class ModelLoadFailedError(ModelLoadError):
+    """The model server could not load the model (its ``model_fn`` or worker failed)."""
+
+    status_code = HTTPStatus.INTERNAL_SERVER_ERROR
+
+
+class ModelAlreadyRegisteredError(ScorerError):
+    """The model server already holds a model of that name (a stale registration)."""
+
+    status_code = HTTPStatus.CONFLICT
+
+
+class ModelServerUnavailableError(ScorerError):
+    """The model server cannot be reached."""
+
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class ModelServerTimeoutError(ScorerError):
+    """The model server did not answer an invocation in time."""
+
+    status_code = HTTPStatus.GATEWAY_TIMEOUT
+
+
+class ModelServerError(ScorerError):
+    """The model server answered a management call with an unexpected failure."""
+
+    status_code = HTTPStatus.BAD_GATEWAY

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from PIL import Image, ImageFilter
 
+from scorer.demo.creatives import generate_creative
+from scorer.demo.training import ensure_demo_model
 from scorer.models.archive import safe_extract
-from scorer.models.creatives import generate_creative
-from scorer.models.demo import ensure_demo_model
 from scorer.models.package import package_directory
-from scorer.models.validate import validate
+from scorer.validate import validate
 from tests.support.servers import load, running_server
 
 pytestmark = pytest.mark.integration

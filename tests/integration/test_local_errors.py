@@ -20,10 +20,13 @@ from botocore.config import Config
 
 from scorer.cache import CacheSettings, ModelCache, S3Source
 from scorer.cache.sources import DirectorySource, ModelSource
+from scorer.frontend.backend import ModelServerEndpoint
 from scorer.local.app import create_app
-from scorer.local.runner import free_loopback_port, serve_in_thread
+from scorer.local.runner import serve_in_thread
 from scorer.local.settings import LocalSettings
 from scorer.models.archive import pack_files
+from scorer.modelserver.ports import free_loopback_port
+from tests.support.clients import runtime_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -62,17 +65,6 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{free_loopback_port()}"  # nothing listens there
 
 
-def client(url: str) -> Any:
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
-
-
 @pytest.fixture
 def emulator(
     request: pytest.FixtureRequest, prefix: Path, tmp_path: Path, closed_port_url: str
@@ -85,8 +77,9 @@ def emulator(
     )
     model_source: ModelSource = source() if source else DirectorySource(prefix)
     cache = ModelCache(model_source, registry, tmp_path / "cache", load_wait_s=load_wait)
-    with serve_in_thread(create_app(settings, cache)) as url:
-        yield client(url)
+    endpoint = ModelServerEndpoint(closed_port_url)
+    with serve_in_thread(create_app(settings, endpoint, cache)) as url:
+        yield runtime_client(url, read_timeout=60)
 
 
 def invoke(runtime: Any) -> Any:

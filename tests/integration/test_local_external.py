@@ -10,17 +10,15 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 
 from scorer.cache import CacheSettings, model_hash
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
 from scorer.models.archive import pack_directory, safe_extract
+from tests.support.clients import runtime_client
 from tests.support.models import creative_model_dir, image_bytes
 from tests.support.servers import load, running_server
 
@@ -51,14 +49,7 @@ def test_external_model_server_with_a_stale_registration(tmp_path: Path) -> None
         )
         local = LocalEndpoint(settings, {**os.environ})
         with local.running() as url:
-            runtime: Any = boto3.client(
-                "sagemaker-runtime",
-                endpoint_url=url,
-                region_name="us-east-1",
-                aws_access_key_id="x",
-                aws_secret_access_key="x",
-                config=Config(retries={"total_max_attempts": 1}, read_timeout=120),
-            )
+            runtime = runtime_client(url)
             response = runtime.invoke_endpoint(
                 EndpointName="scorer-local",
                 TargetModel=key,

@@ -18,10 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 
 from scorer.cache import CacheSettings, model_hash
 from scorer.local.runner import LocalEndpoint
@@ -86,16 +84,6 @@ def url(endpoint: tuple[str, LocalEndpoint]) -> str:
     return endpoint[0]
 
 
-@pytest.fixture(scope="module")
-def runtime(url: str) -> Any:
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=120),
-    )
 
 
 def stats(url: str) -> dict[str, Any]:
@@ -121,8 +109,8 @@ def cached_dirs(local: LocalEndpoint) -> list[str]:
 
 
 def model_server_models(local: LocalEndpoint) -> set[str]:
-    assert local.settings.model_server_url
-    listed = httpx.get(f"{local.settings.model_server_url}/models", timeout=10).json()
+    assert local.endpoint is not None
+    listed = httpx.get(f"{local.endpoint.url}/models", timeout=10).json()
     return {model["modelName"] for model in listed["models"]}
 
 
@@ -293,7 +281,7 @@ def test_a_model_that_fails_to_load_is_a_model_error_and_others_keep_serving(
 def test_host_memory_of_resident_models_is_measured(
     endpoint: tuple[str, LocalEndpoint],
 ) -> None:
-    from scorer.cache.mms_registry import worker_memory
+    from scorer.modelserver.workers import worker_memory
 
     local = endpoint[1]
     assert local.model_server is not None and local.model_server.process is not None

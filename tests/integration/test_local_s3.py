@@ -26,12 +26,11 @@ import boto3
 import httpx
 import psutil
 import pytest
-from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from scorer.cache import model_hash
-from scorer.local.runner import free_loopback_port
 from scorer.models.archive import pack_directory
+from scorer.modelserver.ports import free_loopback_port
 from tests.support.models import creative_model_dir, image_bytes
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -140,15 +139,8 @@ def emulator(
 
 
 @pytest.fixture(scope="module")
-def runtime(emulator: Running) -> Any:
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=emulator.url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-        config=Config(retries={"total_max_attempts": 1}, read_timeout=120),
-    )
+def url(emulator: Running) -> str:
+    return emulator.url
 
 
 def invoke(runtime: Any, target: str) -> dict[str, Any]:

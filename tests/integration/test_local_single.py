@@ -11,10 +11,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import httpx
 import pytest
-from botocore.config import Config
 
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
@@ -37,16 +35,6 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="module")
-def runtime(url: str) -> Any:
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-        config=Config(retries={"total_max_attempts": 1}),
-    )
 
 
 def test_invoke_without_target_model(runtime: Any, url: str) -> None:

@@ -25,9 +25,9 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from scorer.models.archive import pack_directory
+from scorer.modelserver.ports import free_loopback_port
 from tests.support.models import creative_model_dir, image_bytes
 from tests.support.processes import serving_entrypoint, stop_tree
-from tests.support.servers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -38,7 +38,7 @@ PREFIX = "creatives/"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
+    port = free_loopback_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     url = f"http://127.0.0.1:{port}"
@@ -76,7 +76,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def endpoint(s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("self-managed")
-    port = free_port()
+    port = free_loopback_port()
     env = {
         **os.environ,
         "SCORER_MODEL_PREFIX": f"s3://{BUCKET}/{PREFIX}",
@@ -197,7 +197,7 @@ def test_model_errors_pass_through(endpoint: str) -> None:
 
 
 def test_sigterm_stops_the_gateway_and_its_model_server(s3: str, tmp_path: Path) -> None:
-    port = free_port()
+    port = free_loopback_port()
     env = {
         **os.environ,
         "SCORER_MODEL_PREFIX": f"s3://{BUCKET}/{PREFIX}",

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scorer.serving.mms import ModelServer
+from scorer.modelserver.process import ModelServer
 from tests.support.models import FAILING_MODEL_FN, add_code, creative_model_dir, image_bytes
 from tests.support.servers import running_server, server_environ
 
@@ -130,7 +130,8 @@ def _ping_until(url: str, status: int, seconds: float) -> list[httpx.Response]:
 def started(tmp_path: Path, model_dir: Path) -> Iterator[ModelServer]:
     """A single-model server, started but not waited for."""
     extra = {"SAGEMAKER_MULTI_MODEL": "false", "SCORER_MODEL_DIR": str(model_dir)}
-    server = ModelServer(server_environ(tmp_path / "run", extra), bind_address="127.0.0.1")
+    environ = server_environ(tmp_path / "run", extra)
+    server = ModelServer.from_environ(environ, bind_address="127.0.0.1")
     server.start()
     try:
         yield server

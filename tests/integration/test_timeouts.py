@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scorer.serving import load_failures
+from scorer.modelserver import load_failures
 from tests.support.models import add_code, torchscript_model_dir
 from tests.support.servers import load, running_server
 

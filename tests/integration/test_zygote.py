@@ -19,8 +19,8 @@ import httpx
 import psutil
 import pytest
 
-from scorer.cache.mms_registry import worker_processes
-from scorer.serving.mms import ModelServer
+from scorer.modelserver.process import ModelServer
+from scorer.modelserver.workers import worker_processes
 from tests.support.models import creative_model_dir, image_bytes
 from tests.support.servers import load, running_server
 
@@ -63,7 +63,7 @@ def test_workers_are_forked_from_the_zygote(
 ) -> None:
     model_server, client = server
     assert model_server.process is not None
-    assert "scorer.serving.zygote" in model_server.process.args  # type: ignore[operator]
+    assert "scorer.modelserver.zygote" in model_server.process.args  # type: ignore[operator]
     assert load(client, "z1", models / "z1" / "model").status_code == 200
     assert _scores(client, "z1").status_code == 200
     workers = _workers(model_server, "z1")
@@ -123,6 +123,6 @@ def test_without_the_zygote_workers_start_as_mms_starts_them(models: Path, tmp_p
         httpx.Client(base_url=started.url, timeout=120) as client,
     ):
         assert isinstance(started, ModelServer) and started.process is not None
-        assert "scorer.serving.zygote" not in started.process.args  # type: ignore[operator]
+        assert "scorer.modelserver.zygote" not in started.process.args  # type: ignore[operator]
         assert load(client, "z1", models / "z1" / "model").status_code == 200
         assert _scores(client, "z1").status_code == 200

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from scorer.serving.mms import ModelServer
+from scorer.modelserver.ports import free_loopback_port
+from scorer.modelserver.process import ModelServer
 
 TEST_URL_ENV = "SCORER_TEST_URL"  # an already running server to test instead of starting one
 
@@ -33,26 +33,11 @@ def external_url() -> str | None:
     return os.environ.get(TEST_URL_ENV, "").rstrip("/") or None
 
 
-def free_port() -> int:
-    """A free TCP port below 32768 (MMS refuses higher ports)."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port < 32768:
-            return port
-    for port in range(20000, 32000):  # ephemeral range is above 32767 on this kernel
-        with socket.socket() as sock, contextlib.suppress(OSError):
-            sock.bind(("127.0.0.1", port))
-            return port
-    raise RuntimeError("no free port below 32768")
-
-
 def server_environ(run_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """An environment for one test server: its own port, config file and temp dirs."""
     env = {
         **os.environ,
-        "SAGEMAKER_BIND_TO_PORT": str(free_port()),
+        "SAGEMAKER_BIND_TO_PORT": str(free_loopback_port()),
         "SCORER_RUN_DIR": str(run_dir),
         "SCORER_MMS_CONFIG": str(run_dir / "mms.properties"),
         "SCORER_THREADS_PER_WORKER": "1",
@@ -74,7 +59,7 @@ def running_server(
     if url is not None:
         yield ExternalServer(url)
         return
-    server = ModelServer(server_environ(run_dir, extra), bind_address="127.0.0.1")
+    server = ModelServer.from_environ(server_environ(run_dir, extra), bind_address="127.0.0.1")
     server.start()
     try:
         server.wait_ready(timeout=120)

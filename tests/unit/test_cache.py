@@ -24,16 +24,19 @@ from scorer.cache import (
     DirectorySource,
     ExtractedSizeMeter,
     InvalidModelKeyError,
-    ModelAlreadyRegisteredError,
     ModelCache,
-    ModelLoadFailedError,
     ModelNotReadyError,
     ResidentModel,
     host_memory_budget,
     model_hash,
     validate_model_key,
 )
-from scorer.errors import InsufficientMemoryError, ModelNotFoundError
+from scorer.errors import (
+    InsufficientMemoryError,
+    ModelAlreadyRegisteredError,
+    ModelLoadFailedError,
+    ModelNotFoundError,
+)
 from scorer.models.archive import ArchiveError, UnsafeArchiveError, pack_files
 
 T = TypeVar("T")

@@ -15,10 +15,13 @@ import pytest
 import torch
 
 from scorer.errors import BadRequestError, UnsupportedAcceptError, UnsupportedContentTypeError
+from scorer.inference import codecs
 from scorer.inference import content_types as ct
 from scorer.inference.chain import Chain, Response
 from scorer.inference.context import CUSTOM_ATTRIBUTES, RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
+from scorer.models.loading import LoadedModel
+from scorer.models.spec import InputSpec
 from tests.support.models import add_code, creative_model_dir, image_bytes, torchscript_model_dir
 
 CPU = torch.device("cpu")
@@ -27,13 +30,7 @@ PNG = image_bytes("PNG", (90, 70), seed=2)
 WEBP = image_bytes("WEBP", (70, 90), seed=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread avoids contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_chain(model_dir: Path, **kwargs: str) -> Chain:
@@ -211,6 +208,24 @@ def test_chain_without_user_code_has_no_customised_hooks(creative: Chain) -> Non
     assert creative.transform_fn is None
 
 
+def test_the_loaded_model_carries_the_input_spec(creative: Chain) -> None:
+    assert isinstance(creative.model, LoadedModel)
+    assert creative.input_spec is creative.model.spec.input
+    assert creative.input_spec.size == 64  # the test model's, not the ImageNet default
+
+
+def test_load_keeps_the_model_warm_up_returns(
+    creative_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defaults = CreativeScoringDefaults(CPU, allow_pickle=False, model_name="m")
+    chain = Chain.for_model_dir(creative_dir, defaults)
+    served = object()
+    monkeypatch.setattr(defaults, "warm_up", lambda model: served)
+    assert chain.load(creative_dir) is served
+    assert chain.model is served
+    assert chain.input_spec == InputSpec()  # not a LoadedModel: the ImageNet default
+
+
 # --- tensors through a bare TorchScript model -----------------------------------------------------
 
 
@@ -260,9 +275,41 @@ def test_bare_torchscript_image_model_answers_with_generic_heads(tmp_path: Path)
     model_dir = tmp_path / "bare"
     model_dir.mkdir()
     torch.jit.script(ChannelMeans()).save(str(model_dir / "model.pt"))
-    payload = json.loads(request(make_chain(model_dir), JPEG, ct.JPEG).body)
+    chain = make_chain(model_dir)
+    payload = json.loads(request(chain, JPEG, ct.JPEG).body)
     assert list(payload["scores"][0]) == ["score_0", "score_1", "score_2"]
     assert (payload["model"], payload["version"]) == ("m", "0")
+    assert chain.model.head_names == ["score_0", "score_1", "score_2"]
+
+
+@pytest.mark.usefixtures("clean_imports")
+def test_a_user_model_fn_loading_through_other_defaults_decodes_for_its_spec(
+    creative_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = add_code(
+        creative_dir,
+        """
+        import torch
+        from scorer.inference.defaults import CreativeScoringDefaults
+
+        def model_fn(model_dir):
+            own = CreativeScoringDefaults(torch.device("cpu"), allow_pickle=False, model_name="x")
+            return own.model_fn(model_dir)
+        """,
+    )
+    chain = make_chain(model_dir)
+    assert chain.customised == ["model_fn"]
+    assert chain.input_spec.size == 64  # the chain's defaults never saw this model load
+    targets = []
+    real = codecs.decode
+
+    def spy(body: bytes, content_type: str, target: int | None, *rest: object) -> object:
+        targets.append(target)
+        return real(body, content_type, target, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(codecs, "decode", spy)
+    assert "scores" in json.loads(request(chain, JPEG, ct.JPEG).body)
+    assert targets == [72]  # the model's resize, not the ImageNet default's 256
 
 
 # --- user hooks ---------------------------------------------------------------------------------
@@ -312,6 +359,48 @@ def test_user_output_fn_returning_an_object_is_encoded_as_json(creative_dir: Pat
     )
     response = request(make_chain(model_dir), JPEG, ct.JPEG, ct.JSON)
     assert json.loads(response.body) == {"heads": ["appeal", "clarity"]}
+
+
+@pytest.mark.usefixtures("clean_imports")
+@pytest.mark.parametrize("accept", [ct.JSON, ct.CSV, ct.NPY])
+def test_user_output_fn_returning_the_prediction_is_encoded_like_the_defaults(
+    creative_dir: Path, accept: str
+) -> None:
+    reference = request(make_chain(creative_dir), JPEG, ct.JPEG, accept)
+    model_dir = add_code(
+        creative_dir,
+        """
+        def output_fn(prediction, accept):
+            return prediction
+        """,
+    )
+    response = request(make_chain(model_dir), JPEG, ct.JPEG, accept)
+    assert (response.body, response.content_type) == (reference.body, reference.content_type)
+
+
+@pytest.mark.usefixtures("clean_imports")
+def test_user_output_fn_returning_a_tensor_and_type_is_encoded_once(affine_dir: Path) -> None:
+    model_dir = add_code(
+        affine_dir,
+        """
+        def output_fn(prediction, accept):
+            return prediction, "text/vnd.numbers"
+        """,
+    )
+    response = request(make_chain(model_dir), b"1,2,3,4\n", ct.CSV, ct.CSV)
+    assert (response.body, response.content_type) == (b"1.5,8.0\n", "text/vnd.numbers")
+
+
+def test_an_encoder_registered_for_a_type_serves_that_accept(
+    affine: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoders = codecs.CodecRegistry(codecs._unsupported_accept)
+    for media_type in codecs.ENCODERS:
+        encoders.register(media_type, codecs.ENCODERS[media_type])
+    encoders.register("text/plain", lambda value: repr(value.tolist()).encode())
+    monkeypatch.setattr(codecs, "ENCODERS", encoders)
+    response = request(affine, b"[[1, 2, 3, 4]]", ct.JSON, "text/plain")
+    assert (response.body, response.content_type) == (b"[[1.5, 8.0]]", "text/plain")
 
 
 @pytest.mark.usefixtures("clean_imports")

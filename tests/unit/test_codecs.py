@@ -23,6 +23,7 @@ from scorer.errors import (
 from scorer.inference import codecs
 from scorer.inference import content_types as ct
 from scorer.inference.codecs import ImageBatch
+from scorer.inference.image_pool import SERIAL
 from tests.support.models import image_bytes
 
 JPEG = image_bytes("JPEG", (48, 32), seed=1)
@@ -442,6 +443,111 @@ def test_encode_unsupported_accept_is_406(accept: str) -> None:
 
 def test_encoders_cover_every_response_type() -> None:
     assert tuple(codecs.ENCODERS) == ct.RESPONSE_TYPES
+
+
+@pytest.mark.parametrize("value", [b"\x00raw", bytearray(b"raw"), "text \u00e9"])
+@pytest.mark.parametrize("accept", [ct.JSON, "image/png"])
+def test_encode_passes_bytes_and_strings_through_whatever_the_accept(
+    value: bytes | str, accept: str
+) -> None:
+    expected = value.encode() if isinstance(value, str) else bytes(value)
+    assert codecs.encode(value, accept) == expected
+
+
+def test_encode_turns_a_torch_tensor_into_its_array() -> None:
+    import torch
+
+    tensor = torch.tensor([[1.5, 8.0]], requires_grad=True) * 1
+    assert codecs.encode(tensor, ct.CSV) == b"1.5,8.0\n"
+    assert json.loads(codecs.encode(tensor, ct.JSON)) == [[1.5, 8.0]]
+
+
+# --- scores: what the default predict_fn returns, in every response type -----------------------
+
+SCORES = codecs.Scores(
+    np.array([[0.25, -1.0], [2.0, 3.5]], dtype=np.float32), ["appeal", "clarity"], "m", "3"
+)
+
+
+def test_scores_as_json() -> None:
+    assert json.loads(codecs.encode(SCORES, ct.JSON)) == {
+        "scores": [{"appeal": 0.25, "clarity": -1.0}, {"appeal": 2.0, "clarity": 3.5}],
+        "model": "m",
+        "version": "3",
+    }
+
+
+def test_scores_as_csv_have_a_header_row() -> None:
+    body = codecs.encode(SCORES, ct.CSV)
+    assert body.decode().splitlines() == ["appeal,clarity", "0.25,-1.0", "2.0,3.5"]
+
+
+def test_scores_as_npy_are_the_matrix() -> None:
+    array = np.load(io.BytesIO(codecs.encode(SCORES, ct.NPY)), allow_pickle=False)
+    assert array.dtype == np.float32
+    np.testing.assert_array_equal(array, SCORES.values)
+
+
+# --- the registries -------------------------------------------------------------------------------
+
+
+def test_decoders_are_a_registry_keyed_by_media_type() -> None:
+    assert codecs.DECODERS[ct.JSON] is codecs.decode_json
+    assert codecs.DECODERS[ct.CSV] is codecs.decode_csv
+    assert codecs.DECODERS[ct.NPY] is codecs.decode_npy
+    for media_type in ct.IMAGE_TYPES:
+        assert codecs.DECODERS[media_type] is codecs.decode_raw_image
+    assert set(codecs.DECODERS.supported()) == ct.IMAGE_TYPES | ct.TENSOR_TYPES
+
+
+@pytest.mark.parametrize("media_type", ["image/gif", "image/bmp", "image/x-anything"])
+def test_an_image_family_key_serves_every_image_type(media_type: str) -> None:
+    assert media_type not in codecs.DECODERS
+    assert codecs.DECODERS.find(media_type) is codecs.decode_raw_image
+    assert codecs.DECODERS.lookup(media_type) is codecs.decode_raw_image
+
+
+@pytest.mark.parametrize(
+    ("registry", "media_type", "error"),
+    [
+        (codecs.DECODERS, "application/xml", UnsupportedContentTypeError),
+        (codecs.DECODERS, "", UnsupportedContentTypeError),
+        (codecs.ENCODERS, "image/png", UnsupportedAcceptError),
+        (codecs.ENCODERS, "text/*", UnsupportedAcceptError),
+    ],
+)
+def test_a_registry_miss_is_its_4xx_error(
+    registry: codecs.CodecRegistry, media_type: str, error: type[ScorerError]
+) -> None:
+    assert registry.find(media_type) is None
+    with pytest.raises(error) as info:
+        registry.lookup(media_type)
+    assert info.value.status_code in (406, 415)
+    assert repr(media_type or "(none)") in info.value.message
+
+
+def test_a_registered_decoder_serves_its_media_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoders = codecs.CodecRegistry(codecs._unsupported_content_type)
+    for media_type in codecs.DECODERS:
+        decoders.register(media_type, codecs.DECODERS[media_type])
+    calls = []
+
+    def decode_text(body: bytes, target: int | None, pool: object) -> np.ndarray:
+        calls.append((target, pool))
+        return np.array([float(v) for v in body.split()], dtype=np.float32)
+
+    assert decoders.register("Text/Plain; charset=utf-8", decode_text) is decode_text
+    monkeypatch.setattr(codecs, "DECODERS", decoders)
+    np.testing.assert_array_equal(codecs.decode(b"1 2.5", "text/plain", 7), [1.0, 2.5])
+    assert calls == [(7, SERIAL)]
+    assert "text/plain" in decoders.supported()
+    with pytest.raises(UnsupportedContentTypeError) as info:
+        codecs.decode(b"x", "application/xml", None)
+    assert "text/plain" in info.value.message
+
+
+def test_an_empty_body_of_an_unknown_type_is_400_not_415() -> None:
+    assert bad_request(b"", "application/xml").message == "empty request body"
 
 
 # --- property: any bytes, any content type -> a value or a 4xx ScorerError ----------------------

@@ -53,3 +53,16 @@ def test_type_sets() -> None:
     assert set(ct.RESPONSE_TYPES) == ct.TENSOR_TYPES
     assert not ct.IMAGE_TYPES & ct.TENSOR_TYPES
     assert {ct.JPEG, ct.PNG, ct.WEBP, ct.X_IMAGE, ct.OCTET_STREAM, "image/jpg"} == ct.IMAGE_TYPES
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("text/plain", "text/plain"),
+        ("image/png, text/plain", "text/plain"),
+        ("application/json", None),  # not in the set given
+        ("*/*", ct.JSON),
+    ],
+)
+def test_choose_accept_from_the_types_given(header: str, expected: str | None) -> None:
+    assert ct.choose_accept(header, ct.JSON, ("text/plain", ct.CSV)) == expected

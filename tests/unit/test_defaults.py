@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,22 +18,17 @@ from PIL import Image
 from scorer.errors import BadRequestError, ModelLoadError, UnsupportedAcceptError
 from scorer.inference import content_types as ct
 from scorer.inference.codecs import ImageBatch
-from scorer.inference.defaults import CreativeScoringDefaults, Scores
+from scorer.inference.defaults import CreativeScoringDefaults, Scores, input_spec_of
+from scorer.inference.image_pool import SERIAL, ImagePool
 from scorer.inference.images import decode_image, preprocess_images
-from scorer.models.loading import LoadedModel
+from scorer.models.loading import LoadedModel, load_model
 from scorer.models.spec import InputSpec
 from tests.support.models import creative_model_dir, image_bytes, torchscript_model_dir
 
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread avoids contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def defaults(name: str = "m") -> CreativeScoringDefaults:
@@ -60,16 +58,26 @@ def scores(values: list[list[float]], names: list[str]) -> Scores:
 # --- model_fn / input_fn ------------------------------------------------------------------------
 
 
-def test_input_spec_starts_as_imagenet_default() -> None:
-    assert defaults().input_spec == InputSpec()
+def test_a_model_that_is_not_a_loaded_model_gets_the_imagenet_input_spec() -> None:
+    assert input_spec_of(lambda x: x) == InputSpec()
+    assert input_spec_of(None) == InputSpec()
 
 
-def test_model_fn_loads_and_remembers_the_input_spec(creative: tuple) -> None:
-    fns, model = creative
+def test_model_fn_returns_a_model_that_carries_its_input_spec(creative: tuple) -> None:
+    _, model = creative
     assert isinstance(model, LoadedModel)
     assert model.source == "state_dict"
-    assert fns.input_spec == model.spec.input
-    assert fns.input_spec.size == 64
+    assert input_spec_of(model) is model.spec.input
+    assert model.spec.input.size == 64
+
+
+def test_the_defaults_hold_configuration_only(tmp_path_factory: pytest.TempPathFactory) -> None:
+    fns = defaults("creative")
+    before = dict(vars(fns))
+    fns.model_fn(creative_model_dir(tmp_path_factory.mktemp("c"), "creative"))
+    assert vars(fns) == before
+    assert set(before) == {"device", "allow_pickle", "model_name", "pool"}
+    assert fns.pool is SERIAL
 
 
 def test_model_fn_accepts_a_string_path(affine: tuple) -> None:
@@ -85,11 +93,17 @@ def test_input_fn_keeps_images_as_pil(creative: tuple) -> None:
     assert data.images[0].size == (90, 60)
 
 
-def test_input_fn_decodes_jpeg_at_the_spec_resize(creative: tuple) -> None:
-    fns, _ = creative  # size 64, resize 72: a 1024x768 JPEG is drafted at 1/8 scale
-    data = fns.input_fn(image_bytes("JPEG", (1024, 768)), ct.JPEG)
+def test_input_fn_decodes_jpeg_at_the_spec_resize_it_is_given(creative: tuple) -> None:
+    fns, model = creative  # size 64, resize 72: a 1024x768 JPEG is drafted at 1/8 scale
+    data = fns.input_fn(image_bytes("JPEG", (1024, 768)), ct.JPEG, spec=model.spec.input)
     assert isinstance(data, ImageBatch)
     assert data.images[0].size == (128, 96)
+
+
+def test_input_fn_without_a_spec_decodes_for_the_imagenet_default() -> None:
+    data = defaults().input_fn(image_bytes("JPEG", (1024, 768)), ct.JPEG)  # resize 256: 1/2
+    assert isinstance(data, ImageBatch)
+    assert data.images[0].size == (512, 384)
 
 
 @pytest.mark.parametrize(
@@ -129,6 +143,34 @@ def test_predict_fn_scores_a_batch_in_one_pass(creative: tuple) -> None:
     np.testing.assert_allclose(result.values, expected, rtol=1e-5, atol=1e-6)
 
 
+class CountingPool(ImagePool):
+    def __init__(self, threads: int) -> None:
+        super().__init__(threads)
+        self.mapped: list[int] = []
+
+    def map_in_order(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+        self.mapped.append(len(items))
+        return super().map_in_order(fn, items)
+
+
+def test_images_are_decoded_and_resized_on_the_pool_passed_in(creative: tuple) -> None:
+    _, model = creative
+    pool = CountingPool(2)
+    fns = CreativeScoringDefaults(CPU, allow_pickle=False, model_name="m", pool=pool)
+    try:
+        image = base64.b64encode(image_bytes("PNG", (80, 60))).decode()
+        body = json.dumps({"images": [image, image, image]}).encode()
+        data = fns.input_fn(body, ct.JSON, spec=model.spec.input)
+        assert pool.mapped == [3]  # the decoder used it
+        assert isinstance(data, ImageBatch)
+        result = fns.predict_fn(data, model)
+        assert pool.mapped == [3, 3]  # and so did preprocessing
+        reference = defaults().predict_fn(data, model)
+        np.testing.assert_allclose(result.values, reference.values, rtol=1e-5, atol=1e-6)
+    finally:
+        pool.close()
+
+
 def test_predict_fn_runs_tensors_through_the_model(affine: tuple) -> None:
     fns, model = affine
     out = fns.predict_fn(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), model)
@@ -155,7 +197,6 @@ def test_predict_fn_passes_other_data_to_the_model_untouched() -> None:
 
 def test_predict_fn_with_a_plain_callable_model_uses_generic_names() -> None:
     fns = defaults("plain")
-    fns.input_spec = InputSpec(size=16, resize=16, policy="resize")
     img = Image.new("RGB", (20, 20), (255, 255, 255))
     result = fns.predict_fn(ImageBatch([img], single=True), lambda x: x.mean(dim=(2, 3)))
     assert isinstance(result, Scores)
@@ -165,7 +206,6 @@ def test_predict_fn_with_a_plain_callable_model_uses_generic_names() -> None:
 
 def test_model_returning_a_non_tensor_for_images_is_a_server_error() -> None:
     fns = defaults()
-    fns.input_spec = InputSpec(size=16, resize=16)
     batch = ImageBatch([Image.new("RGB", (20, 20))], single=True)
     with pytest.raises(ModelLoadError, match="model returned dict, expected a tensor"):
         fns.predict_fn(batch, lambda x: {"not": "a tensor"})
@@ -242,8 +282,9 @@ def test_output_fn_unsupported_accept_is_406(prediction: object) -> None:
 # --- warm_up ------------------------------------------------------------------------------------
 
 
-def test_warm_up_ignores_models_that_are_not_loaded_models() -> None:
-    defaults().warm_up(lambda x: 1 / 0)  # never called
+def test_warm_up_returns_models_that_are_not_loaded_models_untouched() -> None:
+    model = lambda x: 1 / 0  # noqa: E731 - never called
+    assert defaults().warm_up(model) is model
 
 
 def test_warm_up_raises_for_a_broken_state_dict_model(creative: tuple) -> None:
@@ -257,7 +298,34 @@ def test_warm_up_raises_for_a_broken_state_dict_model(creative: tuple) -> None:
         fns.warm_up(bad)
 
 
-def test_warm_up_keeps_spec_heads(creative: tuple) -> None:
+def test_warm_up_returns_a_model_with_spec_heads_as_it_is(creative: tuple) -> None:
     fns, model = creative
-    fns.warm_up(model)
+    assert fns.warm_up(model) is model
     assert model.head_names == ["appeal", "clarity"]
+
+
+class ChannelMeans(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+def test_warm_up_names_a_bare_image_models_heads_in_a_copy(tmp_path: Path) -> None:
+    model_dir = tmp_path / "bare"
+    model_dir.mkdir()
+    torch.jit.script(ChannelMeans()).save(str(model_dir / "model.pt"))
+    model = load_model(model_dir, CPU, name="bare")
+    spec = model.spec
+    served = defaults("bare").warm_up(model)
+    assert served is not model
+    assert served.head_names == ["score_0", "score_1", "score_2"]
+    assert served.spec.name == "bare"
+    assert served.spec.input == spec.input
+    assert served.network is model.network
+    assert model.spec is spec and model.head_names == []  # the model it was given is unchanged
+
+
+def test_warm_up_leaves_a_non_image_torchscript_model_alone(affine: tuple) -> None:
+    fns, model = affine
+    spec = model.spec
+    assert fns.warm_up(model) is model
+    assert model.spec is spec and model.head_names == []

@@ -16,9 +16,8 @@ import torch
 from PIL import Image, ImageEnhance, ImageFilter
 from safetensors.torch import load_file
 
-from scorer.inference.images import preprocess_images
-from scorer.models import demo
-from scorer.models.creatives import (
+from scorer.demo import training
+from scorer.demo.creatives import (
     LABELS,
     brightness,
     colourfulness,
@@ -28,7 +27,7 @@ from scorer.models.creatives import (
     sharpness,
     text_coverage,
 )
-from scorer.models.demo import (
+from scorer.demo.training import (
     RECIPE_VERSION,
     REPORT_FILE,
     DemoReport,
@@ -36,6 +35,7 @@ from scorer.models.demo import (
     ensure_demo_model,
     train_demo_model,
 )
+from scorer.inference.images import preprocess_images
 from scorer.models.family import CreativeScorer, build_network
 from scorer.models.spec import ModelSpec
 
@@ -226,7 +226,7 @@ def test_ensure_retrains_when_the_recipe_version_changed(
         for name in ("spec.json", "model.safetensors", REPORT_FILE):
             shutil.copy(demo_model_dir / name, out_dir / name)
 
-    monkeypatch.setattr(demo, "train_demo_model", fake_train)
+    monkeypatch.setattr(training, "train_demo_model", fake_train)
     assert ensure_demo_model(cache) == cache
     assert len(trained) == 1 and trained[0].parent == tmp_path and not trained[0].exists()
     assert DemoReport.read(cache).recipe_version == RECIPE_VERSION

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from scorer.cache import gpu
 from scorer.cache.settings import load_cache_settings
 from scorer.errors import BadRequestError, ConfigError
+from scorer.modelserver import gpu
 from scorer.serving.gateway import target_model
+from scorer.serving.self_managed import gpu_budget
 
 ATTRS = "x-amzn-sagemaker-custom-attributes"
 
@@ -38,4 +39,4 @@ def test_no_gpu_means_no_gpu_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gpu.shutil, "which", lambda _name: None)
     assert gpu.total_gpu_memory() is None
     assert gpu.gpu_memory_by_pid() == {}
-    assert gpu.gpu_memory_budget(0.5, server_pid=1) is None
+    assert gpu_budget(0.5, server_pid=1) is None

@@ -19,6 +19,7 @@ from scorer.config import load_config
 from scorer.errors import ModelLoadError
 from scorer.inference import content_types as ct
 from scorer.inference.context import CUSTOM_ATTRIBUTES, MAX_CUSTOM_ATTRIBUTES
+from scorer.inference.image_pool import SERIAL, ImagePool
 from scorer.models.loading import LoadedModel
 from scorer.serving import handler_service
 from scorer.serving.handler_service import HandlerService
@@ -205,6 +206,23 @@ def test_initialize_applies_the_thread_budget(tmp_path: Path) -> None:
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(1)
+
+
+def test_initialize_passes_an_image_pool_of_the_thread_budget_to_the_chain(
+    tmp_path: Path,
+) -> None:
+    config = load_config({**env(tmp_path), "SCORER_THREADS_PER_WORKER": "2"})
+    service = HandlerService(config, "m", creative_model_dir(tmp_path, "m"), None)
+    try:
+        service.initialize()
+        assert service.chain is not None
+        pool = service.chain.defaults.pool
+        assert isinstance(pool, ImagePool) and pool is not SERIAL
+        assert pool.threads == 2 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(1)
+        if service.chain is not None:
+            service.chain.defaults.pool.close()
 
 
 def test_a_broken_model_fails_initialize_with_a_load_error(tmp_path: Path) -> None:

@@ -10,7 +10,15 @@ import pytest
 
 @pytest.mark.parametrize(
     "module",
-    ["scorer.serving.mms", "scorer.serving.gateway", "scorer.cache", "scorer.local.runner"],
+    [
+        "scorer.modelserver.process",
+        "scorer.modelserver.start",
+        "scorer.modelserver.janitor",
+        "scorer.serving.gateway",
+        "scorer.serving.self_managed",
+        "scorer.cache",
+        "scorer.local.runner",
+    ],
 )
 def test_module_does_not_import_torch(module: str) -> None:
     code = f"import sys, {module}; print('torch' in sys.modules)"

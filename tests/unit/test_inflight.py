@@ -1,4 +1,4 @@
-"""scorer.serving.inflight: per-worker counts of requests in flight, and the drain."""
+"""scorer.modelserver.inflight: per-worker counts of requests in flight, and the drain."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from scorer.serving.inflight import InflightCounter, drain, in_flight
+from scorer.modelserver.inflight import InflightCounter, drain, in_flight
 
 
 def test_counts_add_up_across_workers(tmp_path: Path) -> None:

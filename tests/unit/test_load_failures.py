@@ -1,11 +1,11 @@
-"""scorer.serving.load_failures: the per-model record /ping and the clean-up read."""
+"""scorer.modelserver.load_failures: the per-model record /ping and the clean-up read."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from scorer.serving import load_failures
+from scorer.modelserver import load_failures
 
 
 def test_record_read_and_clear(tmp_path: Path) -> None:

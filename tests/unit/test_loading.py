@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,7 @@ from tests.support.models import Affine, creative_model_dir, torchscript_model_d
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Tiny models: one intra-op thread avoids contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class ChannelMeans(torch.nn.Module):
@@ -133,15 +126,16 @@ def test_bare_torchscript_image_model_gets_generic_heads_after_warm_up(tmp_path:
     torch.jit.script(ChannelMeans()).save(str(model_dir / "model.pt"))
     model = load_model(model_dir, CPU, name="bare")
     assert model.head_names == []
-    CreativeScoringDefaults(CPU, allow_pickle=False, model_name="bare").warm_up(model)
-    assert model.head_names == ["score_0", "score_1", "score_2"]
-    assert model.spec.name == "bare"
+    served = CreativeScoringDefaults(CPU, allow_pickle=False, model_name="bare").warm_up(model)
+    assert served.head_names == ["score_0", "score_1", "score_2"]
+    assert served.spec.name == "bare"
+    assert model.head_names == []  # warm_up returns a model; it does not change its argument
 
 
 def test_warm_up_leaves_a_non_image_torchscript_model_alone(tmp_path: Path) -> None:
     model = load_model(torchscript_model_dir(tmp_path, "ts"), CPU)
-    CreativeScoringDefaults(CPU, allow_pickle=False, model_name="ts").warm_up(model)
-    assert model.head_names == []
+    served = CreativeScoringDefaults(CPU, allow_pickle=False, model_name="ts").warm_up(model)
+    assert served.head_names == []
 
 
 def test_missing_weights_file_is_named(tmp_path: Path) -> None:

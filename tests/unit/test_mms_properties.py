@@ -1,4 +1,4 @@
-"""scorer.serving.mms: the MMS properties, command line and environment (pure functions only)."""
+"""scorer.modelserver: the MMS properties, command line and environment (pure functions only)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ import pytest
 
 from scorer.config import ServerConfig, load_config
 from scorer.errors import ConfigError
-from scorer.serving import mms
-from scorer.serving.mms import (
+from scorer.modelserver import properties as mms
+from scorer.modelserver.process import command, environment
+from scorer.modelserver.properties import (
     BACKSTOP_MARGIN_SECONDS,
-    command,
-    environment,
     properties,
     worker_count,
     write_properties,

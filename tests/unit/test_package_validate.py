@@ -14,7 +14,7 @@ from scorer.cli import main
 from scorer.errors import ScorerError, UnsafeModelError
 from scorer.models.archive import UnsafeArchiveError
 from scorer.models.package import make_variants, package_directory, package_model
-from scorer.models.validate import validate
+from scorer.validate import validate
 from tests.support.models import add_code, creative_model_dir
 
 

@@ -1,4 +1,4 @@
-"""scorer.serving.zygote: the launcher protocol, fd passing, exit codes and the fallback.
+"""scorer.modelserver.zygote: the launcher protocol, fd passing, exit codes and the fallback.
 
 A real zygote process (its "MMS" child is a sleeping stand-in) forks a real script.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scorer.serving.zygote import write_launcher
+from scorer.modelserver.zygote import write_launcher
 
 SCRIPT = """
 import os, sys
@@ -28,7 +28,7 @@ def zygote_address() -> Iterator[str]:
     address = f"scorer-zygote-test-{secrets.token_hex(6)}"
     stand_in = [sys.executable, "-c", "import time; time.sleep(600)"]
     zygote = subprocess.Popen(
-        [sys.executable, "-m", "scorer.serving.zygote", "--address", address, "--", *stand_in]
+        [sys.executable, "-m", "scorer.modelserver.zygote", "--address", address, "--", *stand_in]
     )
     yield address
     for child in _children(zygote.pid):

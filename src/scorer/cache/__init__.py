@@ -1,10 +1,11 @@
 """The model cache: resolve -> fetch (directory or S3) -> check -> safe extract -> register
-with the model server -> LRU evict. No torch and no HTTP routes: the local SageMaker
+with the model server (through the abstract :class:`ModelRegistry`) -> LRU evict. No torch,
+no HTTP client and no model-server code: the local SageMaker
 Runtime emulator and the container's self-managed multi-model mode both use it.
 
 Typical use::
 
-    registry = MmsModelRegistry("http://127.0.0.1:9081")
+    registry = ...  # a ModelRegistry, e.g. scorer.modelserver.registry.MmsModelRegistry
     cache = ModelCache.from_settings(load_cache_settings(os.environ), registry)
     await cache.start()
     async with cache.use("creative-v3.tar.gz") as model:
@@ -21,16 +22,8 @@ from scorer.cache.budgets import (
     host_memory_budget,
 )
 from scorer.cache.cache import MODEL_SUBDIR, ModelCache, ModelLease
-from scorer.cache.errors import (
-    InvalidModelKeyError,
-    ModelAlreadyRegisteredError,
-    ModelLoadFailedError,
-    ModelNotReadyError,
-    ModelServerUnavailableError,
-    ModelSourceError,
-)
+from scorer.cache.errors import InvalidModelKeyError, ModelNotReadyError, ModelSourceError
 from scorer.cache.keys import HASH_CHARS, MAX_KEY_LENGTH, model_hash, validate_model_key
-from scorer.cache.mms_registry import MmsModelRegistry
 from scorer.cache.registry import ModelRegistry
 from scorer.cache.resident import ResidentModel
 from scorer.cache.settings import CacheSettings, load_cache_settings, parse_size
@@ -49,14 +42,10 @@ __all__ = [
     "ExtractedSizeMeter",
     "FootprintMeter",
     "InvalidModelKeyError",
-    "MmsModelRegistry",
-    "ModelAlreadyRegisteredError",
     "ModelCache",
     "ModelLease",
-    "ModelLoadFailedError",
     "ModelNotReadyError",
     "ModelRegistry",
-    "ModelServerUnavailableError",
     "ModelSource",
     "ModelSourceError",
     "RegistryMemoryMeter",

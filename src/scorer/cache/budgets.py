@@ -67,3 +67,6 @@ class ExtractedSizeMeter:
 def host_memory_budget(limit_bytes: int, registry: ModelRegistry) -> Budget:
     """The host memory budget, measured through the model server's registry."""
     return Budget(HOST_MEMORY, limit_bytes, RegistryMemoryMeter(registry))
+
+
+GPU_MEMORY = "gpu_memory"

@@ -40,19 +40,20 @@ from typing import TypeVar
 
 from scorer.cache import events
 from scorer.cache.budgets import Budget, host_memory_budget
-from scorer.cache.errors import (
-    ModelAlreadyRegisteredError,
-    ModelLoadFailedError,
-    ModelNotReadyError,
-    ModelServerUnavailableError,
-)
+from scorer.cache.errors import ModelNotReadyError
 from scorer.cache.keys import HASH_CHARS, model_hash, validate_model_key
 from scorer.cache.registry import ModelRegistry
 from scorer.cache.resident import ResidentModel
 from scorer.cache.settings import CacheSettings
 from scorer.cache.sources import ModelSource, open_source
 from scorer.cache.stats import CacheCounters, CacheStats
-from scorer.errors import InsufficientMemoryError, ScorerError
+from scorer.errors import (
+    InsufficientMemoryError,
+    ModelAlreadyRegisteredError,
+    ModelLoadFailedError,
+    ModelServerUnavailableError,
+    ScorerError,
+)
 from scorer.models.archive import ArchiveError, ArchiveLimits, check_archive, safe_extract
 
 MODEL_SUBDIR = "model"

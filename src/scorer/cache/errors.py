@@ -2,15 +2,17 @@
 
 The cache also raises errors defined elsewhere, unchanged: :class:`ModelNotFoundError`
 (404: the key names no archive under the prefix), :class:`~scorer.models.archive.ArchiveError`
-(400: a corrupt or unsafe archive) and :class:`InsufficientMemoryError` (507: the model
-server ran out of memory, even after an eviction).
+(400: a corrupt or unsafe archive) and the model registry's errors
+(:class:`ModelLoadFailedError`, :class:`ModelAlreadyRegisteredError`,
+:class:`ModelServerUnavailableError`, and :class:`InsufficientMemoryError` when the model
+server ran out of memory even after an eviction), all from :mod:`scorer.errors`.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
 
-from scorer.errors import ModelLoadError, ScorerError
+from scorer.errors import ScorerError
 
 
 class InvalidModelKeyError(ScorerError):
@@ -28,25 +30,7 @@ class ModelNotReadyError(ScorerError):
     status_code = HTTPStatus.TOO_MANY_REQUESTS
 
 
-class ModelLoadFailedError(ModelLoadError):
-    """The model server could not load the model (its ``model_fn`` or worker failed)."""
-
-    status_code = HTTPStatus.INTERNAL_SERVER_ERROR
-
-
-class ModelAlreadyRegisteredError(ScorerError):
-    """The model server already holds a model of that name (a stale registration)."""
-
-    status_code = HTTPStatus.CONFLICT
-
-
 class ModelSourceError(ScorerError):
     """The model source (a directory or S3) failed for a reason other than a missing key."""
 
     status_code = HTTPStatus.BAD_GATEWAY
-
-
-class ModelServerUnavailableError(ScorerError):
-    """The model server cannot be reached."""
-
-    status_code = HTTPStatus.SERVICE_UNAVAILABLE

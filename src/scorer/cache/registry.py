@@ -1,6 +1,7 @@
 """The model registry port: how the cache tells a model server to load and unload models.
 
-The cache depends only on this interface. :class:`~scorer.cache.mms.MmsModelRegistry`
+The cache depends only on this interface.
+:class:`~scorer.modelserver.registry.MmsModelRegistry`
 implements it over Multi Model Server's management API (``POST /models``,
 ``DELETE /models/{name}``); unit tests use an in-memory fake.
 """

@@ -24,14 +24,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from scorer.config import (
+    CACHE_DIR,
+    CACHE_GPU_MEMORY_FRACTION,
+    CACHE_LOAD_WAIT,
+    CACHE_MAX_MEMORY,
+    CACHE_MAX_MODELS,
+    MODEL_PREFIX,
+)
 from scorer.errors import ConfigError
-
-MODEL_PREFIX = "SCORER_MODEL_PREFIX"
-CACHE_DIR = "SCORER_CACHE_DIR"
-CACHE_MAX_MODELS = "SCORER_CACHE_MAX_MODELS"
-CACHE_MAX_MEMORY = "SCORER_CACHE_MAX_MEMORY"
-CACHE_LOAD_WAIT = "SCORER_CACHE_LOAD_WAIT"
-CACHE_GPU_MEMORY_FRACTION = "SCORER_CACHE_GPU_MEMORY_FRACTION"
 
 DEFAULT_CACHE_DIR = Path("/opt/ml/models")
 DEFAULT_LOAD_WAIT_SECONDS = 60.0

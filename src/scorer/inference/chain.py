@@ -3,6 +3,18 @@
 
 The chain knows nothing of MMS or HTTP: it takes bytes and headers, returns bytes and a
 content type, and raises :class:`scorer.errors.ScorerError` for client errors.
+
+Its state and contracts:
+
+* :meth:`Chain.load` calls ``model_fn`` and then ``warm_up``, which returns the model to
+  serve (it changes nothing); :attr:`Chain.model` is that model and the only state
+  :meth:`Chain.load` sets;
+* the loaded model carries its input spec (:func:`defaults.input_spec_of`); the default
+  ``input_fn`` is given it per request, ``predict_fn`` reads it from the model: one copy;
+* ``output_fn``/``transform_fn`` return bytes, a string, any value, or ``(value,
+  content_type)``; :func:`codecs.encode` turns that into the body, the one encoding step;
+* threads for image work come from the :class:`~scorer.inference.image_pool.ImagePool`
+  the defaults were built with, never from process-wide state.
 """
 
 from __future__ import annotations
@@ -12,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from scorer.errors import UnsupportedAcceptError
+from scorer.inference import codecs
 from scorer.inference import content_types as ct
 from scorer.inference.context import RequestContext
-from scorer.inference.defaults import CreativeScoringDefaults
+from scorer.inference.defaults import CreativeScoringDefaults, input_spec_of
 from scorer.inference.user_module import Hook, load_user_module, make_hook, user_hooks
+from scorer.models.spec import InputSpec
 
 
 @dataclass
@@ -37,7 +51,7 @@ class Chain:
         self.default_accept = default_accept
         self.model: Any = None
         self.model_fn = user.get("model_fn") or make_hook("model_fn", defaults.model_fn)
-        self.input_fn = user.get("input_fn") or make_hook("input_fn", defaults.input_fn)
+        self.input_fn = user.get("input_fn") or make_hook("input_fn", self._default_input_fn)
         self.predict_fn = user.get("predict_fn") or make_hook("predict_fn", defaults.predict_fn)
         self.output_fn = user.get("output_fn") or make_hook("output_fn", defaults.output_fn)
         self.transform_fn = user.get("transform_fn")
@@ -60,21 +74,31 @@ class Chain:
         """Names of the hooks the user's script overrides."""
         return sorted(self.user)
 
+    @property
+    def input_spec(self) -> InputSpec:
+        """The loaded model's input spec (the ImageNet default before a load or for a model
+        that is not a :class:`~scorer.models.loading.LoadedModel`)."""
+        return input_spec_of(self.model)
+
     def load(self, model_dir: Path, context: RequestContext | None = None) -> Any:
-        """Call ``model_fn`` once and warm the model up."""
-        self.model = self.model_fn(str(model_dir), context=context)
-        self.defaults.warm_up(self.model)
+        """Call ``model_fn`` once, warm the model up and keep the model ``warm_up`` returns."""
+        model = self.model_fn(str(model_dir), context=context)
+        self.model = self.defaults.warm_up(model)
         return self.model
 
+    def _default_input_fn(self, body: bytes, content_type: str) -> Any:
+        return self.defaults.input_fn(body, content_type, spec=self.input_spec)
+
     def _accept(self, header: str) -> str:
-        chosen = ct.choose_accept(header, self.default_accept)
+        supported = codecs.ENCODERS.supported()
+        chosen = ct.choose_accept(header, self.default_accept, supported)
         if chosen is not None:
             return chosen
         if "output_fn" in self.user or self.transform_fn is not None:
             # the user's encoder decides what it supports: give it the first type listed
             return ct.media_type(header.split(",", 1)[0])
         raise UnsupportedAcceptError(
-            f"unsupported Accept {header!r}; supported: {', '.join(ct.RESPONSE_TYPES)}"
+            f"unsupported Accept {header!r}; supported: {', '.join(supported)}"
         )
 
     def transform(self, body: bytes, context: RequestContext) -> Response:
@@ -87,17 +111,15 @@ class Chain:
             data = self.input_fn(body, content_type, context=context)
             prediction = self.predict_fn(data, self.model, context=context)
             result = self.output_fn(prediction, accept, context=context)
-        return _as_response(result, accept)
+        return _respond(result, accept)
 
 
-def _as_response(result: Any, accept: str) -> Response:
+def _respond(result: Any, accept: str) -> Response:
+    """The response for a hook's result: ``(value, content_type)`` or ``value``, encoded by
+    :func:`codecs.encode` (bytes and strings pass through). A value for an Accept that only a
+    user hook understands is encoded as JSON under that content type."""
     content_type = accept
     if isinstance(result, tuple) and len(result) == 2:
         result, content_type = result
-    if isinstance(result, str):
-        result = result.encode()
-    elif not isinstance(result, (bytes, bytearray)):
-        from scorer.inference.codecs import encode
-
-        result = encode(result, accept if accept in ct.RESPONSE_TYPES else ct.JSON)
-    return Response(body=bytes(result), content_type=str(content_type))
+    encoding = accept if accept in codecs.ENCODERS else ct.JSON
+    return Response(body=codecs.encode(result, encoding), content_type=str(content_type))

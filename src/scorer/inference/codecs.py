@@ -1,8 +1,16 @@
 """Request decoding and response encoding, as registries keyed by content type.
 
+:data:`DECODERS` maps a request media type to a decoder ``(body, target, pool)`` and
+:data:`ENCODERS` maps a response media type to an encoder ``(value) -> bytes``; a miss is a
+415 (:class:`UnsupportedContentTypeError`) or a 406 (:class:`UnsupportedAcceptError`).
+:func:`decode` and :func:`encode` are the only ways in: the chain encodes every response
+through :func:`encode`, so there is one encoding policy.
+
 Tensor formats (JSON arrays, CSV, NPY) are decoded and encoded the way the AWS
 sagemaker-inference toolkit does, so existing clients keep working; but NPY is read with
 ``allow_pickle=False`` and every malformed payload is a 400, never a 500.
+``tests/unit/test_toolkit_oracle.py`` checks both against the toolkit's own functions, and
+``docs/contract.md`` lists where scorer differs and why.
 """
 
 from __future__ import annotations
@@ -12,9 +20,9 @@ import binascii
 import io
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -22,11 +30,12 @@ from PIL import Image
 from scorer.errors import (
     BadRequestError,
     PayloadTooLargeError,
+    ScorerError,
     UnsupportedAcceptError,
     UnsupportedContentTypeError,
 )
 from scorer.inference import content_types as ct
-from scorer.inference.image_pool import map_in_order
+from scorer.inference.image_pool import SERIAL, ImagePool
 from scorer.inference.images import decode_image
 
 MAX_JSON_IMAGES = 64
@@ -39,6 +48,79 @@ class ImageBatch:
 
     images: list[Image.Image]
     single: bool
+
+
+@dataclass
+class Scores:
+    """Per-image head scores for one request: what the default ``predict_fn`` returns.
+
+    Every encoder knows it: JSON gives ``{"scores": [{head: value}], "model", "version"}``,
+    CSV a header row of head names then one row per image, NPY the ``(images, heads)``
+    matrix.
+    """
+
+    values: np.ndarray  # (images, heads) float32
+    head_names: list[str]
+    model: str
+    version: str
+
+    def records(self) -> list[dict[str, float]]:
+        """One ``{head: score}`` dict per image."""
+        return [
+            {name: float(v) for name, v in zip(self.head_names, row, strict=True)}
+            for row in self.values
+        ]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CodecRegistry(Mapping[str, F]):
+    """Codec functions keyed by bare media type; a ``type/*`` key serves a whole family.
+
+    Lookups take the exact type first, then its ``type/*`` family; a miss raises the
+    registry's error (415 for decoders, 406 for encoders).
+    """
+
+    def __init__(self, miss: Callable[[str, list[str]], ScorerError]) -> None:
+        self._functions: dict[str, F] = {}
+        self._miss = miss
+
+    def register(self, media_type: str, fn: F) -> F:
+        """Serve ``media_type`` (parameters dropped; ``image/*`` for a family) with ``fn``."""
+        self._functions[ct.media_type(media_type)] = fn
+        return fn
+
+    def find(self, media_type: str) -> F | None:
+        """The function for ``media_type``, or None."""
+        fn = self._functions.get(media_type)
+        if fn is None and "/" in media_type:
+            fn = self._functions.get(media_type.split("/", 1)[0] + "/*")
+        return fn
+
+    def lookup(self, media_type: str) -> F:
+        """The function for ``media_type``.
+
+        Raises:
+            ScorerError: the registry's 415/406 error naming the supported types.
+        """
+        fn = self.find(media_type)
+        if fn is None:
+            raise self._miss(media_type, self.supported())
+        return fn
+
+    def supported(self) -> list[str]:
+        """The exact media types registered, in registration order (families left out)."""
+        return [key for key in self._functions if not key.endswith("/*")]
+
+    def __getitem__(self, media_type: str) -> F:
+        return self._functions[media_type]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._functions)
+
+    def __len__(self) -> int:
+        return len(self._functions)
 
 
 def _decode_b64(item: Any, index: int, target: int | None) -> Image.Image:
@@ -76,8 +158,19 @@ def _reject_constant(name: str) -> float:
     raise BadRequestError(f"JSON contains {name}, which is not a number")
 
 
-def decode_json(body: bytes, target: int | None) -> ImageBatch | np.ndarray:
-    """JSON: ``{"image": b64}``, ``{"images": [b64, ...]}``, ``{"instances": [...]}`` or array."""
+def _require_body(body: bytes) -> None:
+    if not body:
+        raise BadRequestError("empty request body")
+
+
+def decode_json(
+    body: bytes, target: int | None = None, pool: ImagePool = SERIAL
+) -> ImageBatch | np.ndarray:
+    """JSON: ``{"image": b64}``, ``{"images": [b64, ...]}``, ``{"instances": [...]}`` or array.
+
+    The images of ``{"images": [...]}`` are decoded on ``pool``'s threads, in order.
+    """
+    _require_body(body)
     try:
         data = json.loads(body, parse_constant=_reject_constant)
     except BadRequestError:
@@ -106,7 +199,7 @@ def decode_json(body: bytes, target: int | None) -> ImageBatch | np.ndarray:
             def decode_one(indexed: tuple[int, Any]) -> Image.Image:
                 return _decode_b64(indexed[1], indexed[0], target)
 
-            for image in map_in_order(decode_one, list(enumerate(items))):
+            for image in pool.map_in_order(decode_one, list(enumerate(items))):
                 pixels += image.size[0] * image.size[1]
                 if pixels > MAX_BATCH_PIXELS:
                     raise PayloadTooLargeError(
@@ -120,8 +213,9 @@ def decode_json(body: bytes, target: int | None) -> ImageBatch | np.ndarray:
     raise BadRequestError("JSON body must be an object or an array")
 
 
-def decode_csv(body: bytes) -> np.ndarray:
+def decode_csv(body: bytes, target: int | None = None, pool: ImagePool = SERIAL) -> np.ndarray:
     """CSV of numbers, one row per line (as the toolkit's decoder)."""
+    _require_body(body)
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -150,12 +244,13 @@ def _npy_header(stream: io.BytesIO) -> tuple[tuple[int, ...], np.dtype]:
     return shape, dtype
 
 
-def decode_npy(body: bytes) -> np.ndarray:
+def decode_npy(body: bytes, target: int | None = None, pool: ImagePool = SERIAL) -> np.ndarray:
     """An ``.npy`` array; object arrays (which need pickle) are refused.
 
     The header is checked before anything is allocated: the shape it declares must fit in
     the bytes actually sent.
     """
+    _require_body(body)
     if body[:1] == b"\x80":
         raise BadRequestError("NPY payload refused: pickled data is never loaded")
     stream = io.BytesIO(body)
@@ -181,27 +276,50 @@ def decode_npy(body: bytes) -> np.ndarray:
     return _finite_array(array, "NPY array")
 
 
-def decode(body: bytes, content_type: str, target: int | None) -> ImageBatch | np.ndarray:
-    """Decode a request body by its media type.
+def decode_raw_image(
+    body: bytes, target: int | None = None, pool: ImagePool = SERIAL
+) -> ImageBatch:
+    """One bare image (JPEG, PNG, WebP, ...): PIL sniffs the format, the media type decides
+    nothing about it."""
+    return ImageBatch([decode_image(body, target)], single=True)
+
+
+Decoder = Callable[[bytes, int | None, ImagePool], ImageBatch | np.ndarray]
+
+
+def _unsupported_content_type(content_type: str, supported: list[str]) -> ScorerError:
+    return UnsupportedContentTypeError(
+        f"unsupported Content-Type {content_type or '(none)'!r}; "
+        f"supported: {', '.join(sorted(supported))}"
+    )
+
+
+DECODERS: CodecRegistry[Decoder] = CodecRegistry(_unsupported_content_type)
+"""Request decoders by media type: ``decoder(body, target, pool)``, ``target`` being the
+smallest side the model resizes images to (JPEGs are drafted down to it) and ``pool`` the
+threads images are decoded on. Every decoder takes all three, used or not."""
+for _image_type in sorted(ct.IMAGE_TYPES):
+    DECODERS.register(_image_type, decode_raw_image)
+DECODERS.register("image/*", decode_raw_image)  # any other image/... PIL can read
+DECODERS.register(ct.JSON, decode_json)
+DECODERS.register(ct.CSV, decode_csv)
+DECODERS.register(ct.NPY, decode_npy)
+
+
+def decode(
+    body: bytes, content_type: str, target: int | None, pool: ImagePool = SERIAL
+) -> ImageBatch | np.ndarray:
+    """Decode a request body by its bare media type, with the decoder :data:`DECODERS` holds.
 
     Raises:
         UnsupportedContentTypeError: no decoder for the media type (415).
-        BadRequestError: the body does not match its content type (400).
+        BadRequestError: the body is empty or does not match its content type (400).
     """
-    if content_type in ct.IMAGE_TYPES or content_type.startswith("image/"):
-        return ImageBatch([decode_image(body, target)], single=True)
-    if not body:
-        raise BadRequestError("empty request body")
-    if content_type == ct.JSON:
-        return decode_json(body, target)
-    if content_type == ct.CSV:
-        return decode_csv(body)
-    if content_type == ct.NPY:
-        return decode_npy(body)
-    supported = ", ".join(sorted(ct.IMAGE_TYPES | ct.TENSOR_TYPES))
-    raise UnsupportedContentTypeError(
-        f"unsupported Content-Type {content_type or '(none)'!r}; supported: {supported}"
-    )
+    decoder = DECODERS.find(content_type)
+    if decoder is None:
+        _require_body(body)  # an empty body is a 400 whatever its type
+        decoder = DECODERS.lookup(content_type)
+    return decoder(body, target, pool)
 
 
 # --- encoding -------------------------------------------------------------------------------
@@ -223,7 +341,9 @@ def _json_ready(value: Any) -> Any:
 
 
 def encode_json(value: Any) -> bytes:
-    """JSON text of a value (arrays become nested lists)."""
+    """JSON text of a value (arrays become nested lists; NaN and infinity become null)."""
+    if isinstance(value, Scores):
+        value = {"scores": value.records(), "model": value.model, "version": value.version}
     try:
         return json.dumps(_json_ready(value), allow_nan=False).encode()
     except TypeError as exc:
@@ -231,7 +351,9 @@ def encode_json(value: Any) -> bytes:
 
 
 def encode_csv(value: Any) -> bytes:
-    """Rows of comma-separated values (a 1-D array is one row)."""
+    """Rows of comma-separated values (a 1-D array is one row; scores get a header row)."""
+    if isinstance(value, Scores):
+        return (",".join(value.head_names) + "\n").encode() + encode_csv(value.values)
     array = np.asarray(value)
     if array.ndim == 0:
         array = array.reshape(1, 1)
@@ -245,29 +367,49 @@ def encode_csv(value: Any) -> bytes:
 
 
 def encode_npy(value: Any) -> bytes:
-    """An ``.npy`` array."""
+    """An ``.npy`` array (never pickled; scores give their ``(images, heads)`` matrix)."""
+    if isinstance(value, Scores):
+        value = value.values
     stream = io.BytesIO()
     np.save(stream, np.asarray(value), allow_pickle=False)
     return stream.getvalue()
 
 
-ENCODERS: dict[str, Callable[[Any], bytes]] = {
-    ct.JSON: encode_json,
-    ct.CSV: encode_csv,
-    ct.NPY: encode_npy,
-}
+Encoder = Callable[[Any], bytes]
+
+
+def _unsupported_accept(accept: str, supported: list[str]) -> ScorerError:
+    return UnsupportedAcceptError(
+        f"unsupported Accept {accept!r}; supported: {', '.join(supported)}"
+    )
+
+
+ENCODERS: CodecRegistry[Encoder] = CodecRegistry(_unsupported_accept)
+"""Response encoders by media type: ``encoder(value) -> bytes``."""
+ENCODERS.register(ct.JSON, encode_json)
+ENCODERS.register(ct.CSV, encode_csv)
+ENCODERS.register(ct.NPY, encode_npy)
+
+
+def _plain(value: Any) -> Any:
+    """A torch tensor as a numpy array (torch is not imported for it)."""
+    if type(value).__module__.startswith("torch") and hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return value
 
 
 def encode(value: Any, accept: str) -> bytes:
-    """Encode a response value as ``accept``.
+    """The response body for ``value`` as ``accept``: the one place responses are encoded.
+
+    Bytes and strings are already encoded and pass through whatever ``accept`` says; a torch
+    tensor is encoded as its numpy array; anything else goes to the encoder registered for
+    ``accept``.
 
     Raises:
         UnsupportedAcceptError: no encoder for that type (406).
     """
-    try:
-        encoder = ENCODERS[accept]
-    except KeyError:
-        raise UnsupportedAcceptError(
-            f"unsupported Accept {accept!r}; supported: {', '.join(ENCODERS)}"
-        ) from None
-    return encoder(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode()
+    return ENCODERS.lookup(accept)(_plain(value))

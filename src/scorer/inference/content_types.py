@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 JSON = "application/json"
 CSV = "text/csv"
 NPY = "application/x-npy"
@@ -24,8 +26,10 @@ def media_type(header: str | None) -> str:
     return header.split(";", 1)[0].strip().lower()
 
 
-def choose_accept(header: str | None, default: str) -> str | None:
-    """Pick the first supported response type from an Accept header.
+def choose_accept(
+    header: str | None, default: str, supported: Collection[str] = RESPONSE_TYPES
+) -> str | None:
+    """Pick the first ``supported`` response type from an Accept header.
 
     ``*/*``, ``application/*`` or an empty header give ``default``; returns None when the
     header names only unsupported types.
@@ -34,7 +38,7 @@ def choose_accept(header: str | None, default: str) -> str | None:
         return default
     for part in header.split(","):
         candidate = media_type(part)
-        if candidate in RESPONSE_TYPES:
+        if candidate in supported:
             return candidate
         if candidate in {ANY, "application/*", "text/*"}:
             if candidate == "text/*":

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from scorer.errors import BadRequestError, PayloadTooLargeError
-from scorer.inference.image_pool import map_in_order
+from scorer.inference.image_pool import SERIAL, ImagePool
 from scorer.models.spec import InputSpec
 
 # A decoded image larger than this is refused before its pixels are allocated.
@@ -44,7 +44,7 @@ def decode_image(data: bytes, target: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             width, height = img.size
             if width * height > MAX_IMAGE_PIXELS:
                 raise PayloadTooLargeError(
@@ -113,6 +113,9 @@ def to_batch(images: Sequence[Image.Image], spec: InputSpec) -> torch.Tensor:
     return batch.sub_(mean).div_(std).contiguous(memory_format=torch.channels_last)
 
 
-def preprocess_images(images: Sequence[Image.Image], spec: InputSpec) -> torch.Tensor:
-    """Resize every image per ``spec`` and return the normalised batch tensor."""
-    return to_batch(list(map_in_order(lambda img: resize_image(img, spec), images)), spec)
+def preprocess_images(
+    images: Sequence[Image.Image], spec: InputSpec, pool: ImagePool = SERIAL
+) -> torch.Tensor:
+    """Resize every image per ``spec`` (on ``pool``'s threads) and return the batch tensor."""
+    resized = pool.map_in_order(lambda img: resize_image(img, spec), images)
+    return to_batch(list(resized), spec)

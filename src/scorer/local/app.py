@@ -29,7 +29,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scorer.cache.cache import ModelCache
-from scorer.errors import ScorerError
+from scorer.errors import ModelServerTimeoutError, ScorerError
+from scorer.frontend.backend import ModelBackend, ModelServerEndpoint
 from scorer.local.errors import (
     ERROR_TYPE_HEADER,
     ServiceError,
@@ -37,16 +38,13 @@ from scorer.local.errors import (
     model_error,
     service_error_for,
 )
-from scorer.local.forwarding import ModelServerClient, ModelServerTimeoutError
 from scorer.local.protocol import (
-    CONTENT_TYPE,
-    CUSTOM_ATTRIBUTES,
     INVOKED_VARIANT,
     REQUEST_ID,
-    Invocation,
     read_invocation,
 )
 from scorer.local.settings import LocalSettings
+from scorer.modelserver.client import CONTENT_TYPE, CUSTOM_ATTRIBUTES
 
 logger = logging.getLogger("scorer.local")
 
@@ -61,10 +59,10 @@ _TIMEOUT_MESSAGE = (
 class _Invoker:
     """The invocation path: validate, resolve through the cache, forward, shape the answer."""
 
-    def __init__(self, settings: LocalSettings, cache: ModelCache | None) -> None:
+    def __init__(self, settings: LocalSettings, backend: ModelBackend) -> None:
         self.settings = settings
-        self.cache = cache
-        self.client: ModelServerClient | None = None
+        self.backend = backend
+        self.log_hint = backend.endpoint.log_hint
 
     def _error(self, error: ServiceError, request_id: str) -> Response:
         headers = {ERROR_TYPE_HEADER: error.code, REQUEST_ID: request_id}
@@ -77,15 +75,8 @@ class _Invoker:
             response.status_code,
             response.content.decode("utf-8", errors="replace"),
             log_stream_arn=self.settings.log_stream_arn,
-            log_hint=self.settings.model_server_log,
+            log_hint=self.log_hint,
         )
-
-    async def _forward(self, invocation: Invocation) -> httpx.Response:
-        assert self.client is not None
-        if self.cache is None:
-            return await self.client.invoke("/invocations", invocation)
-        assert invocation.target_model is not None
-        return await self.client.invoke_cached(self.cache, invocation.target_model, invocation)
 
     async def invoke(self, request: Request) -> Response:
         """``POST /endpoints/{EndpointName}/invocations``."""
@@ -95,13 +86,13 @@ class _Invoker:
                 request, request.path_params["endpoint_name"], self.settings
             )
             try:
-                response = await self._forward(invocation)
+                response = await self.backend.invoke(invocation, invocation.target_model)
             except ModelServerTimeoutError:
                 raise model_error(
                     0,
                     _TIMEOUT_MESSAGE,
                     log_stream_arn=self.settings.log_stream_arn,
-                    log_hint=self.settings.model_server_log,
+                    log_hint=self.log_hint,
                 ) from None
             if response.status_code >= 400:
                 raise self._model_error(response)
@@ -112,7 +103,7 @@ class _Invoker:
                 service_error_for(
                     error,
                     log_stream_arn=self.settings.log_stream_arn,
-                    log_hint=self.settings.model_server_log,
+                    log_hint=self.log_hint,
                 ),
                 request_id,
             )
@@ -178,48 +169,41 @@ def _unexpected(_request: Request, _exc: Exception) -> Response:
     )
 
 
-def create_app(settings: LocalSettings, cache: ModelCache | None = None) -> Starlette:
+def create_app(
+    settings: LocalSettings, endpoint: ModelServerEndpoint, cache: ModelCache | None = None
+) -> Starlette:
     """The emulator app for ``settings``.
 
     Args:
-        settings: the emulator settings; ``settings.model_server_url`` must be set (the
-            runner sets it after starting the model server).
+        settings: the emulator settings.
+        endpoint: the model server it forwards to (the runner starts it or waits for it).
         cache: the model cache (required for a multi-model endpoint). The app starts it
             on start-up and closes it (and its registry) on shutdown.
 
     Raises:
-        ValueError: no model server URL, or a multi-model endpoint without a cache.
+        ValueError: a multi-model endpoint without a cache.
     """
-    if not settings.model_server_url:
-        raise ValueError("the emulator needs the model server's URL")
     if settings.multi_model and cache is None:
         raise ValueError("a multi-model endpoint needs a model cache")
-    invoker = _Invoker(settings, cache if settings.multi_model else None)
+    backend = ModelBackend(
+        endpoint, cache if settings.multi_model else None, settings.invoke_timeout_seconds
+    )
+    invoker = _Invoker(settings, backend)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        assert settings.model_server_url is not None
-        invoker.client = ModelServerClient(
-            settings.model_server_url, settings.invoke_timeout_seconds
-        )
-        if invoker.cache is not None:
-            await invoker.cache.start()
-        try:
+        async with backend.lifespan():
             yield {}
-        finally:
-            if invoker.cache is not None:
-                await invoker.cache.aclose(unload=settings.unload_on_exit)
-            await invoker.client.aclose()
 
     app = Starlette(
         routes=[
             Route("/endpoints/{endpoint_name}/invocations", invoker.invoke, methods=["POST"]),
             Route("/ping", _ping, methods=["GET"]),
-            _stats_route(invoker.cache),
+            _stats_route(backend.cache),
         ],
         exception_handlers={HTTPException: _unknown_operation, Exception: _unexpected},
         lifespan=lifespan,
     )
     app.state.settings = settings
-    app.state.cache = invoker.cache
+    app.state.cache = backend.cache
     return app

@@ -25,16 +25,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from scorer.cache.errors import (
-    InvalidModelKeyError,
-    ModelLoadFailedError,
-    ModelNotReadyError,
-    ModelServerUnavailableError,
-    ModelSourceError,
-)
+from scorer.cache.errors import InvalidModelKeyError, ModelNotReadyError, ModelSourceError
 from scorer.errors import (
     InsufficientMemoryError,
+    ModelLoadFailedError,
     ModelNotFoundError,
+    ModelServerUnavailableError,
     PayloadTooLargeError,
     ScorerError,
 )

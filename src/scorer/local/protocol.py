@@ -8,47 +8,26 @@ and ``x-amzn-RequestId``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from starlette.requests import Request
 
-from starlette.requests import ClientDisconnect, Request
-
+from scorer.frontend.body import read_body
 from scorer.local.errors import ServiceError, validation_error
 from scorer.local.settings import LOCAL_ACCOUNT, LocalSettings
+from scorer.modelserver.client import (
+    ACCEPT,
+    CONTENT_TYPE,
+    CUSTOM_ATTRIBUTES,
+    TARGET_MODEL,
+    Invocation,
+)
 
-CONTENT_TYPE = "Content-Type"
-ACCEPT = "Accept"
-TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
 TARGET_VARIANT = "X-Amzn-SageMaker-Target-Variant"
-CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 INVOKED_VARIANT = "x-Amzn-Invoked-Production-Variant"
 REQUEST_ID = "x-amzn-RequestId"
 
 MAX_CUSTOM_ATTRIBUTES = 1024
 MAX_INFERENCE_ID = 64
-
-
-@dataclass(frozen=True)
-class Invocation:
-    """One InvokeEndpoint request, checked as SageMaker Runtime checks it."""
-
-    endpoint_name: str
-    body: bytes
-    content_type: str | None
-    accept: str | None
-    target_model: str | None
-    custom_attributes: str | None
-    inference_id: str | None
-
-    def forward_headers(self) -> dict[str, str]:
-        """The headers the model server gets (SageMaker's multi-model contract)."""
-        headers = {
-            CONTENT_TYPE: self.content_type,
-            ACCEPT: self.accept,
-            CUSTOM_ATTRIBUTES: self.custom_attributes,
-            TARGET_MODEL: self.target_model,
-        }
-        return {name: value for name, value in headers.items() if value}
 
 
 def endpoint_not_found(name: str) -> ServiceError:
@@ -63,23 +42,8 @@ def _payload_too_large(limit: int) -> ServiceError:
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _payload_too_large(limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _payload_too_large(limit)
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise validation_error(
-            "The client closed the connection before the body was read."
-        ) from None
-    return b"".join(chunks)
+def _disconnected() -> ServiceError:
+    return validation_error("The client closed the connection before the body was read.")
 
 
 def _check_header(name: str, value: str | None, limit: int) -> None:
@@ -122,13 +86,13 @@ async def read_invocation(
     _check_header("CustomAttributes", custom_attributes, MAX_CUSTOM_ATTRIBUTES)
     inference_id = headers.get(INFERENCE_ID)
     _check_header("InferenceId", inference_id, MAX_INFERENCE_ID)
-    body = await _read_body(request, settings.max_payload_bytes)
+    body = await read_body(
+        request, settings.max_payload_bytes, _payload_too_large, _disconnected
+    )
     return Invocation(
-        endpoint_name=endpoint_name,
         body=body,
         content_type=headers.get(CONTENT_TYPE),
         accept=headers.get(ACCEPT),
-        target_model=target_model,
         custom_attributes=custom_attributes,
-        inference_id=inference_id,
+        target_model=target_model,
     )

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import shutil
 import signal
 import socket
@@ -27,62 +26,29 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from scorer import config as cfg
 from scorer.cache.cache import ModelCache
-from scorer.cache.mms_registry import MmsModelRegistry
 from scorer.cache.settings import parse_size
 from scorer.cache.sources import DirectorySource, open_source
+from scorer.config import load_config
 from scorer.errors import ConfigError
+from scorer.frontend.backend import ModelServerEndpoint
 from scorer.local.app import create_app
 from scorer.local.settings import LOCAL_REGION, LocalSettings, load_local_settings
 from scorer.models.archive import safe_extract
-
-if TYPE_CHECKING:
-    from scorer.serving.mms import ModelServer
+from scorer.modelserver.client import ModelServerClient
+from scorer.modelserver.ports import free_loopback_port
+from scorer.modelserver.process import ModelServer
+from scorer.modelserver.registry import MmsModelRegistry
+from scorer.modelserver.start import internal_config, start_model_server
 
 logger = logging.getLogger("scorer.local")
 
 MODEL_SERVER_START_TIMEOUT = 180.0
 _EXTERNAL_WAIT_SECONDS = 180.0
-
-
-def free_loopback_port() -> int:
-    """A free loopback TCP port below 32768 (MMS refuses higher ones)."""
-    candidates = list(range(20000, 32000))
-    random.shuffle(candidates)
-    for port in candidates[:500]:
-        with socket.socket() as sock, contextlib.suppress(OSError):
-            sock.bind(("127.0.0.1", port))
-            return port
-    raise RuntimeError("no free loopback port below 32768")
-
-
-def model_server_environ(
-    settings: LocalSettings,
-    base: Mapping[str, str],
-    run_dir: Path,
-    cache_root: Path,
-    model_dir: Path | None,
-) -> dict[str, str]:
-    """The environment of a model server started by the emulator."""
-    mms_dir = run_dir / "mms"
-    env = {
-        **base,
-        cfg.MULTI_MODEL: "true" if settings.multi_model else "false",
-        cfg.BIND_TO_PORT: str(free_loopback_port()),
-        cfg.MODELS_ROOT: str(cache_root),
-        cfg.RUN_DIR: str(mms_dir),
-        cfg.MMS_CONFIG_PATH: str(mms_dir / "mms.properties"),
-    }
-    if model_dir is not None:
-        env[cfg.MODEL_DIR] = str(model_dir)
-    return env
 
 
 def invoke_snippet(settings: LocalSettings, url: str, example_model: str | None) -> str:
@@ -108,6 +74,7 @@ class LocalEndpoint:
         self.settings = settings
         self.environ = dict(os.environ if environ is None else environ)
         self.model_server: ModelServer | None = None
+        self.endpoint: ModelServerEndpoint | None = None
         self._run_dir: Path | None = None
         self._own_run_dir = False
         self._app: Starlette | None = None
@@ -129,44 +96,36 @@ class LocalEndpoint:
         settings = self.settings
         if settings.model_server_url:
             _wait_for_ping(settings.model_server_url, _EXTERNAL_WAIT_SECONDS)
-            registry = MmsModelRegistry(
-                settings.model_server_url, log_hint=settings.model_server_log
-            )
-            cache = (
-                ModelCache.from_settings(settings.cache, registry) if settings.multi_model else None
-            )
-            self.settings = replace(settings, unload_on_exit=True)
-            return create_app(self.settings, cache)
-        from scorer.serving.mms import ModelServer, backstop_timeout  # imports torch: lazily
-
+            self.endpoint = ModelServerEndpoint(settings.model_server_url, unload_on_exit=True)
+            cache = None
+            if settings.multi_model:
+                registry = MmsModelRegistry(ModelServerClient(settings.model_server_url))
+                cache = ModelCache.from_settings(settings.cache, registry)
+            return create_app(settings, self.endpoint, cache)
         run_dir = self._prepare_run_dir()
         cache_root = (
             settings.cache.cache_dir if settings.cache_dir_set else run_dir / "models"
         ).absolute()
         cache_root.mkdir(parents=True, exist_ok=True)
         model_dir = self._single_model_dir(run_dir) if not settings.multi_model else None
-        env = model_server_environ(settings, self.environ, run_dir, cache_root, model_dir)
-        server = ModelServer(env, bind_address="127.0.0.1")
-        self.model_server = server
-        server.start()
-        server.wait_ready(MODEL_SERVER_START_TIMEOUT)
-        assert server.process is not None
-        log_dir = str(server.config.log_dir)
-        self.settings = replace(
-            settings, model_server_url=server.url, model_server_log=log_dir, unload_on_exit=False
+        config = internal_config(
+            load_config(self.environ),
+            port=free_loopback_port(),
+            run_dir=run_dir / "mms",
+            models_root=cache_root,
+            multi_model=settings.multi_model,
+            model_dir=model_dir,
         )
+        server, registry = start_model_server(
+            config, self.environ, startup_timeout=MODEL_SERVER_START_TIMEOUT
+        )
+        self.model_server = server
+        self.endpoint = ModelServerEndpoint(server.url, log_hint=str(config.log_dir))
         cache = None
-        if self.settings.multi_model:
-            registry = MmsModelRegistry(
-                server.url,
-                server_pid=server.process.pid,
-                log_hint=log_dir,
-                load_timeout_s=float(backstop_timeout(server.config)),
-                load_failures_dir=server.config.load_failures_dir,
-            )
-            cache_settings = replace(self.settings.cache, cache_dir=cache_root)
+        if settings.multi_model:
+            cache_settings = replace(settings.cache, cache_dir=cache_root)
             cache = ModelCache.from_settings(cache_settings, registry)
-        return create_app(self.settings, cache)
+        return create_app(settings, self.endpoint, cache)
 
     def _prepare_run_dir(self) -> Path:
         if self.settings.run_dir is not None:
@@ -324,14 +283,19 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def _wait_for_ping(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(f"{url.rstrip('/')}/ping").status_code == 200:
+    """Wait until the model server at ``url`` answers ``/ping`` with 200."""
+
+    async def wait() -> None:
+        deadline = time.monotonic() + timeout
+        async with ModelServerClient(url) as client:
+            while time.monotonic() < deadline:
+                if await client.healthy():
                     return
-            time.sleep(0.5)
-    raise RuntimeError(f"the model server at {url} did not answer /ping in {timeout:g} s")
+                await asyncio.sleep(0.5)
+        raise RuntimeError(f"the model server at {url} did not answer /ping in {timeout:g} s")
+
+    logger.info("waiting up to %g s for the model server at %s to answer /ping", timeout, url)
+    asyncio.run(wait())
 
 
 _CACHE_OPTIONS = {
@@ -378,16 +342,15 @@ def run_local(environ: Mapping[str, str], options: Mapping[str, object]) -> int:
     endpoint = LocalEndpoint(settings, environ)
 
     def announce(url: str) -> None:
-        settings_now = endpoint.settings
         kind = (
-            f"multi-model, models from {settings_now.cache.model_prefix}"
-            if settings_now.multi_model
-            else f"single model {settings_now.model_dir}"
+            f"multi-model, models from {settings.cache.model_prefix}"
+            if settings.multi_model
+            else f"single model {settings.model_dir}"
         )
         print(
-            f"\nscorer local: endpoint {settings_now.endpoint_name!r} is ready at {url} "
+            f"\nscorer local: endpoint {settings.endpoint_name!r} is ready at {url} "
             f"({kind}).\nInvoke it with:\n\n"
-            f"  {invoke_snippet(settings_now, url, endpoint.example_model())}\n\n"
+            f"  {invoke_snippet(settings, url, endpoint.example_model())}\n\n"
             "Press Ctrl+C to stop.\n",
             flush=True,
         )

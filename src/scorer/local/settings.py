@@ -21,14 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from scorer.cache.settings import CACHE_DIR, CacheSettings, load_cache_settings
-from scorer.config import SAGEMAKER_PAYLOAD_LIMIT
+from scorer.cache.settings import CacheSettings, load_cache_settings
+from scorer.config import CACHE_DIR, SAGEMAKER_PAYLOAD_LIMIT
+from scorer.config import LOCAL_BIND as BIND
+from scorer.config import LOCAL_ENDPOINT_NAME as ENDPOINT_NAME
+from scorer.config import LOCAL_MODEL_SERVER_URL as MODEL_SERVER_URL
+from scorer.config import LOCAL_PORT as PORT
 from scorer.errors import ConfigError
-
-ENDPOINT_NAME = "SCORER_LOCAL_ENDPOINT_NAME"
-BIND = "SCORER_LOCAL_BIND"
-PORT = "SCORER_LOCAL_PORT"
-MODEL_SERVER_URL = "SCORER_LOCAL_MODEL_SERVER_URL"
 
 DEFAULT_ENDPOINT_NAME = "scorer-local"
 DEFAULT_VARIANT = "AllTraffic"
@@ -49,13 +48,10 @@ class LocalSettings:
         model_dir: single-model mode: the model directory (or archive) to serve.
         model_server_url: an external model server (management and inference on one
             URL); None starts one on an internal loopback port.
-        model_server_log: where the model server's log is, for error messages.
         cache: the model cache settings (multi-model mode: ``cache.model_prefix`` is set).
         variant_name: ``x-Amzn-Invoked-Production-Variant`` of every response.
         max_payload_bytes: the largest request body (SageMaker's 6 MB).
         invoke_timeout_seconds: how long one invocation may take.
-        unload_on_exit: unload the models from the model server when the emulator stops
-            (for an external model server that outlives it).
         run_dir: where a model server started by the emulator keeps its files (None: a
             temporary directory removed on exit).
         cache_dir_set: whether ``cache.cache_dir`` was chosen (else a model server started
@@ -67,12 +63,10 @@ class LocalSettings:
     port: int = 8080
     model_dir: Path | None = None
     model_server_url: str | None = None
-    model_server_log: str = ""
     cache: CacheSettings = field(default_factory=CacheSettings)
     variant_name: str = DEFAULT_VARIANT
     max_payload_bytes: int = SAGEMAKER_PAYLOAD_LIMIT
     invoke_timeout_seconds: float = 60.0
-    unload_on_exit: bool = False
     run_dir: Path | None = None
     cache_dir_set: bool = False
 

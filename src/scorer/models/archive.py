@@ -153,15 +153,6 @@ class ExtractReport:
     duration_s: float
 
 
-def archive_digest(path: Path) -> str:
-    """The sha256 hex digest of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- packing
 
 
@@ -711,7 +702,7 @@ class _ArchiveReader:
             source: BinaryIO | _HashingReader = self._hashing
             if head.startswith(b"\x1f\x8b"):
                 self.compressed = True
-                gz = gzip.GzipFile(fileobj=self._hashing, mode="rb")  # type: ignore[arg-type]
+                gz = gzip.GzipFile(fileobj=self._hashing, mode="rb")  # type: ignore[call-overload]
                 source = stack.enter_context(gz)
             else:
                 for magic, kind in _OTHER_FORMATS:
@@ -727,8 +718,8 @@ class _ArchiveReader:
             )
             self._stream = _TarStream(source, budget)
             try:
-                self._tar = tarfile.open(
-                    fileobj=self._stream,  # type: ignore[arg-type]
+                self._tar = tarfile.open(  # type: ignore[call-overload]
+                    fileobj=self._stream,
                     mode="r:",
                     encoding="utf-8",
                     errors="surrogateescape",

@@ -8,7 +8,6 @@ built-in demo model that trains on a CPU in seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
-
 import torch
 from torch import nn
 
@@ -34,7 +33,8 @@ class CreativeScorer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raw = self.heads(self.backbone(x))
         # no data-dependent branch, so the network can be traced by torch.export
-        return torch.where(self.probability_mask, torch.sigmoid(raw), raw)
+        mask = self.probability_mask  # a buffer; typed Tensor | Module by nn.Module.__getattr__
+        return torch.where(mask, torch.sigmoid(raw), raw)  # type: ignore[arg-type]
 
 
 def _creative_cnn() -> tuple[nn.Module, int]:
@@ -68,7 +68,9 @@ def _creative_cnn() -> tuple[nn.Module, int]:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             f = self.features(x)
-            return self.hidden(torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1))
+            pooled = torch.cat([f.mean(dim=(2, 3)), f.amax(dim=(2, 3))], dim=1)
+            out: torch.Tensor = self.hidden(pooled)
+            return out
 
     return _Pooled(), 128
 

@@ -44,7 +44,8 @@ class LoadedModel:
     source: str  # "state_dict" | "torchscript" | "export" | "pickle"
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.network(batch)
+        out: torch.Tensor = self.network(batch)
+        return out
 
     @property
     def head_names(self) -> list[str]:
@@ -95,7 +96,7 @@ def _load_state_dict(path: Path, allow_pickle: bool) -> Any:
                 raise
             # the legacy (non-zip) torch.save format cannot be memory-mapped
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         if not allow_pickle:
             raise UnsafeModelError(
                 f"{path.name} contains pickled Python objects, which are not loaded by default "
@@ -107,7 +108,6 @@ def _load_state_dict(path: Path, allow_pickle: bool) -> Any:
             return torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:
             raise ModelLoadError(f"{path.name}: cannot be loaded: {exc2}") from None
-        del exc
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise ModelLoadError(f"{path.name}: not a readable torch file: {exc}") from None
 
@@ -139,7 +139,7 @@ def _from_spec(model_dir: Path, spec: ModelSpec, allow_pickle: bool) -> tuple[An
 
 def _load_torchscript(path: Path) -> Any:
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        return torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     except (RuntimeError, ValueError) as exc:
         raise ModelLoadError(f"{path.name}: not a loadable TorchScript file: {exc}") from None
 

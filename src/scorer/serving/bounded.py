@@ -22,15 +22,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TypeVar
 
+from scorer.errors import DeadlineExceededError
+
 T = TypeVar("T")
-
-
-class DeadlineExceededError(Exception):
-    """The call did not finish within its deadline (it may still be running)."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(f"did not finish within {seconds:g} s")
-        self.seconds = seconds
 
 
 def call_with_deadline(fn: Callable[[], T], seconds: float, name: str) -> T:

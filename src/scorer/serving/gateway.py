@@ -22,38 +22,42 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scorer.cache.cache import ModelCache
-from scorer.errors import BadRequestError, PayloadTooLargeError, ScorerError
+from scorer.config import DEFAULT_MODEL
+from scorer.errors import (
+    BadRequestError,
+    ModelServerTimeoutError,
+    PayloadTooLargeError,
+    ScorerError,
+)
+from scorer.frontend.backend import ModelBackend, ModelServerEndpoint
+from scorer.frontend.body import read_body
 from scorer.inference.context import CUSTOM_ATTRIBUTES, parse_custom_attributes
-from scorer.local.forwarding import ModelServerClient, ModelServerTimeoutError
-from scorer.local.protocol import Invocation
+from scorer.modelserver.client import Invocation
 
 logger = logging.getLogger("scorer.gateway")
 
-DEFAULT_MODEL = "SCORER_DEFAULT_MODEL"
 TARGET_ATTRIBUTE = "target_model"
 
 
 @dataclass(frozen=True)
 class GatewaySettings:
-    """What the front needs besides the cache."""
+    """What the front needs besides the model server and the cache."""
 
-    model_server_url: str
     default_model: str | None = None
     max_payload_bytes: int = 6 * 1024 * 1024
     invoke_timeout_seconds: float = 60.0
 
 
 def load_gateway_settings(
-    environ: Mapping[str, str], model_server_url: str, max_payload: int, timeout: float
+    environ: Mapping[str, str], max_payload: int, timeout: float
 ) -> GatewaySettings:
     """Settings from the environment (``SCORER_DEFAULT_MODEL``) and the server's config."""
     return GatewaySettings(
-        model_server_url=model_server_url,
         default_model=(environ.get(DEFAULT_MODEL) or "").strip() or None,
         max_payload_bytes=max_payload,
         invoke_timeout_seconds=timeout,
@@ -78,56 +82,46 @@ def target_model(headers: Mapping[str, str], default: str | None) -> str:
         return default
     raise BadRequestError(
         "no target model: set CustomAttributes to 'target_model=<archive key under the "
-        "model prefix>' (X-Amzn-SageMaker-Custom-Attributes), or SCORER_DEFAULT_MODEL"
+        f"model prefix>' (X-Amzn-SageMaker-Custom-Attributes), or {DEFAULT_MODEL}"
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLargeError(f"request body is larger than {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise BadRequestError("the client closed the connection before the body was read") from None
-    return b"".join(chunks)
+def _too_large(limit: int) -> ScorerError:
+    return PayloadTooLargeError(f"request body is larger than {limit} bytes")
+
+
+def _disconnected() -> ScorerError:
+    return BadRequestError("the client closed the connection before the body was read")
 
 
 class Gateway:
     """``POST /invocations`` through the model cache to the model server."""
 
-    def __init__(self, settings: GatewaySettings, cache: ModelCache) -> None:
+    def __init__(self, settings: GatewaySettings, backend: ModelBackend, cache: ModelCache):
         self.settings = settings
+        self.backend = backend
         self.cache = cache
-        self.client: ModelServerClient | None = None
 
     async def invocations(self, request: Request) -> Response:
         """Route one invocation to its model (loading it on first use)."""
         request_id = str(uuid.uuid4())
         try:
             key = target_model(request.headers, self.settings.default_model)
-            body = await _read_body(request, self.settings.max_payload_bytes)
+            body = await read_body(
+                request, self.settings.max_payload_bytes, _too_large, _disconnected
+            )
             invocation = Invocation(
-                endpoint_name="",
                 body=body,
                 content_type=request.headers.get("content-type"),
                 accept=request.headers.get("accept"),
-                target_model=key,
                 custom_attributes=request.headers.get(CUSTOM_ATTRIBUTES),
-                inference_id=None,
+                target_model=key,
             )
-            assert self.client is not None
-            response = await self.client.invoke_cached(self.cache, key, invocation)
+            response = await self.backend.invoke(invocation, key)
+        except ModelServerTimeoutError:  # the message names an internal address
+            return _error(ModelServerTimeoutError("the model did not answer in time"), request_id)
         except ScorerError as error:
             return _error(error, request_id)
-        except ModelServerTimeoutError:
-            return _error(ScorerError("the model did not answer in time", 504), request_id)
         except Exception:
             logger.exception("invocation %s failed", request_id)
             return _error(
@@ -146,8 +140,7 @@ class Gateway:
 
     async def ping(self, _request: Request) -> Response:
         """Healthy when the model server behind answers its own ping."""
-        assert self.client is not None
-        if not await self.client.healthy():
+        if not await self.backend.healthy():
             return JSONResponse({"status": "Unhealthy"}, status_code=503)
         return JSONResponse({"status": "Healthy"})
 
@@ -156,21 +149,17 @@ class Gateway:
         return JSONResponse(self.cache.stats().to_dict())
 
 
-def create_gateway_app(settings: GatewaySettings, cache: ModelCache) -> Starlette:
+def create_gateway_app(
+    settings: GatewaySettings, endpoint: ModelServerEndpoint, cache: ModelCache
+) -> Starlette:
     """The self-managed mode's app; starts and closes the cache with the app."""
-    gateway = Gateway(settings, cache)
+    backend = ModelBackend(endpoint, cache, settings.invoke_timeout_seconds)
+    gateway = Gateway(settings, backend, cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        gateway.client = ModelServerClient(
-            settings.model_server_url, settings.invoke_timeout_seconds
-        )
-        await cache.start()
-        try:
+        async with backend.lifespan():
             yield
-        finally:
-            await cache.aclose(unload=False)
-            await gateway.client.aclose()
 
     app = Starlette(
         routes=[

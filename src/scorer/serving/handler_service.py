@@ -30,6 +30,7 @@ import torch
 
 from scorer.config import ServerConfig, load_config
 from scorer.errors import (
+    DeadlineExceededError,
     InsufficientMemoryError,
     ModelLoadError,
     RequestTimeoutError,
@@ -38,9 +39,10 @@ from scorer.errors import (
 from scorer.inference.chain import Chain
 from scorer.inference.context import CUSTOM_ATTRIBUTES, MAX_CUSTOM_ATTRIBUTES, RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
-from scorer.serving import janitor, load_failures, requirements
-from scorer.serving.bounded import BoundedRunner, DeadlineExceededError, call_with_deadline
-from scorer.serving.inflight import InflightCounter
+from scorer.modelserver import janitor, load_failures
+from scorer.modelserver.inflight import InflightCounter
+from scorer.serving import requirements
+from scorer.serving.bounded import BoundedRunner, call_with_deadline
 from scorer.serving.resources import (
     configure_threads,
     limit_memory,
@@ -103,7 +105,7 @@ class HandlerService:
         memory_limit = memory_limit_bytes(self.config.worker_memory_limit, self.device.type)
         limit_memory(memory_limit)
         workers = self.config.workers or 1
-        configure_threads(threads_per_worker(self.config.threads_per_worker, workers))
+        pool = configure_threads(threads_per_worker(self.config.threads_per_worker, workers))
         code_dir = self.model_dir / "code"
         if self.config.install_requirements:
             site = requirements.install_requirements(
@@ -111,7 +113,10 @@ class HandlerService:
             )
             requirements.activate(site)
         defaults = CreativeScoringDefaults(
-            self.device, allow_pickle=self.config.allow_pickle, model_name=self.model_name
+            self.device,
+            allow_pickle=self.config.allow_pickle,
+            model_name=self.model_name,
+            pool=pool,
         )
         chain = Chain.for_model_dir(
             self.model_dir,

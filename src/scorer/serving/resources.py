@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
+from scorer.cpus import cpu_count
 from scorer.errors import ConfigError
+from scorer.inference.image_pool import ImagePool
 
 
 def most_free_gpu() -> int:
@@ -48,14 +49,6 @@ def select_device(
     return torch.device("cpu")
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (respects affinity / container cpusets)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def threads_per_worker(configured: int | None, workers: int) -> int:
     """Torch intra-op threads per worker so that workers x threads never exceeds the cores."""
     if configured is not None:
@@ -63,16 +56,19 @@ def threads_per_worker(configured: int | None, workers: int) -> int:
     return max(1, cpu_count() // max(1, workers))
 
 
-def configure_threads(threads: int) -> None:
-    """Apply the thread budget to torch (intra-op and inter-op) and to image decoding."""
+def configure_threads(threads: int) -> ImagePool:
+    """Apply the thread budget to torch (intra-op and inter-op) and return the pool that
+    gives image decoding and resizing the same budget (the two phases never overlap).
+
+    The caller passes the pool on (``CreativeScoringDefaults(pool=...)``); nothing is kept
+    in process-wide state but torch's own settings.
+    """
     import torch
 
-    from scorer.inference import image_pool
-
-    image_pool.set_threads(threads)
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # already set once in this process
         torch.set_num_interop_threads(1)
+    return ImagePool(threads)
 
 
 AUTO_MEMORY_SHARE = 0.9  # of the memory free when the model loads

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
-import socket
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,12 +20,15 @@ from pathlib import Path
 import uvicorn
 
 from scorer import config as cfg
+from scorer.cache.budgets import GPU_MEMORY, Budget
 from scorer.cache.cache import ModelCache
-from scorer.cache.gpu import gpu_memory_budget
-from scorer.cache.mms_registry import MmsModelRegistry
-from scorer.cache.settings import CacheSettings, load_cache_settings
+from scorer.cache.settings import load_cache_settings
+from scorer.frontend.backend import ModelServerEndpoint
+from scorer.modelserver.gpu import GpuMemoryMeter, total_gpu_memory
+from scorer.modelserver.ports import free_loopback_port
+from scorer.modelserver.process import ModelServer
+from scorer.modelserver.start import internal_config, start_model_server
 from scorer.serving.gateway import create_gateway_app, load_gateway_settings
-from scorer.serving.mms import ModelServer, backstop_timeout
 
 logger = logging.getLogger("scorer.self_managed")
 INVOKE_MARGIN_SECONDS = 5  # the worker answers 504 at the timeout; wait for that answer
@@ -34,32 +36,18 @@ INVOKE_MARGIN_SECONDS = 5  # the worker answers 504 at the timeout; wait for tha
 
 def internal_port(config: cfg.ServerConfig) -> int:
     """The model server's loopback port: the safe range's first free port, or any below 32768."""
-    candidates: range = range(20000, 32000)
-    if config.safe_port_range is not None:
-        low, high = config.safe_port_range
-        candidates = range(low, high + 1)
-    for port in candidates:
-        if port == config.port:
-            continue
-        with socket.socket() as sock, contextlib.suppress(OSError):
-            sock.bind(("127.0.0.1", port))
-            return port
-    raise RuntimeError("no free port for the internal model server")
+    if config.safe_port_range is None:
+        return free_loopback_port(exclude={config.port})
+    low, high = config.safe_port_range
+    return free_loopback_port(range(low, high + 1), exclude={config.port})
 
 
-def model_server_environ(
-    environ: Mapping[str, str], config: cfg.ServerConfig, cache: CacheSettings
-) -> dict[str, str]:
-    """The internal MMS's environment: multi-model, loopback port, models root = cache dir."""
-    run_dir = config.run_dir / "model-server"
-    return {
-        **environ,
-        cfg.MULTI_MODEL: "true",
-        cfg.BIND_TO_PORT: str(internal_port(config)),
-        cfg.MODELS_ROOT: str(cache.cache_dir.absolute()),
-        cfg.RUN_DIR: str(run_dir),
-        cfg.MMS_CONFIG_PATH: str(run_dir / "mms.properties"),
-    }
+def gpu_budget(fraction: float, server_pid: int) -> Budget | None:
+    """A budget of ``fraction`` of the GPUs' memory, or None on a machine without GPUs."""
+    total = total_gpu_memory()
+    if not total:
+        return None
+    return Budget(GPU_MEMORY, int(total * fraction), GpuMemoryMeter(server_pid))
 
 
 def _supervise(server: ModelServer, stopping: threading.Event) -> None:
@@ -79,35 +67,31 @@ def serve_self_managed(environ: Mapping[str, str], bind_address: str = "0.0.0.0"
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     config = cfg.load_config(environ)
     cache_settings = load_cache_settings(environ)
-    Path(cache_settings.cache_dir).mkdir(parents=True, exist_ok=True)
-    server = ModelServer(model_server_environ(environ, config, cache_settings), "127.0.0.1")
-    server.start()
+    gateway_settings = load_gateway_settings(
+        environ, config.max_request_size, float(config.timeout_seconds + INVOKE_MARGIN_SECONDS)
+    )
+    cache_dir = Path(cache_settings.cache_dir).absolute()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    internal = internal_config(
+        config,
+        port=internal_port(config),
+        run_dir=config.run_dir / "model-server",
+        models_root=cache_dir,
+    )
+    server, registry = start_model_server(internal, environ)
     stopping = threading.Event()
     try:
-        server.wait_ready()
         assert server.process is not None
-        registry = MmsModelRegistry(
-            server.url,
-            server_pid=server.process.pid,
-            log_hint=str(server.config.log_dir),
-            load_timeout_s=float(backstop_timeout(server.config)),
-            load_failures_dir=server.config.load_failures_dir,
-        )
         budgets = []
         if cache_settings.gpu_memory_fraction:
-            budget = gpu_memory_budget(cache_settings.gpu_memory_fraction, server.process.pid)
+            budget = gpu_budget(cache_settings.gpu_memory_fraction, server.process.pid)
             if budget is None:
                 logger.warning("no GPU found: the GPU memory budget is not enforced")
             else:
                 budgets.append(budget)
         cache = ModelCache.from_settings(cache_settings, registry, budgets=budgets)
-        settings = load_gateway_settings(
-            environ,
-            server.url,
-            config.max_request_size,
-            float(config.timeout_seconds + INVOKE_MARGIN_SECONDS),
-        )
-        app = create_gateway_app(settings, cache)
+        endpoint = ModelServerEndpoint(server.url, log_hint=str(internal.log_dir))
+        app = create_gateway_app(gateway_settings, endpoint, cache)
         watchdog = threading.Thread(target=_supervise, args=(server, stopping), daemon=True)
         watchdog.start()
         logger.info(

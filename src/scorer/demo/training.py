@@ -3,7 +3,7 @@
 The network (``creative_cnn``) sees the whole creative resized to 64x64 by the same
 :func:`~scorer.inference.images.resize_image` and :func:`~scorer.inference.images.to_batch`
 the server uses. It regresses five properties measured on exactly those pixels (see
-:mod:`scorer.models.creatives` for what they are and how they are scaled). Quality is measured
+:mod:`scorer.demo.creatives` for what they are and how they are scaled). Quality is measured
 on a held-out generated set (Spearman rank correlation per head) and by the two rankings the
 served demo must get right: an image scores higher on sharpness than its blurred copy, and
 higher on colourfulness than its greyscale copy.
@@ -13,7 +13,8 @@ cores a second intra-op thread buys little and collapses when other processes co
 the CPU), deterministic kernels. Creatives are generated on a background thread while the
 network trains, in a fixed order, so the result does not depend on timing.
 
-Run it with ``python -m scorer.models.demo --out var/models/demo``.
+Run it with ``python -m scorer.demo.training --out var/models/demo``. Needs the ``demo``
+extra (scipy): ``pip install 'scorer[demo]'``.
 """
 
 from __future__ import annotations
@@ -39,12 +40,21 @@ import numpy as np
 import torch
 from PIL import Image, ImageFilter
 from safetensors.torch import load_file, save_file
-from scipy.stats import spearmanr
 
+from scorer.demo import INSTALL_HINT
+from scorer.demo.creatives import LABELS, generate_creative, measure
 from scorer.inference.images import resize_image, to_batch
-from scorer.models.creatives import LABELS, generate_creative, measure
 from scorer.models.family import CreativeScorer, build_network
 from scorer.models.spec import SPEC_FILE, HeadSpec, InputSpec, ModelSpec
+
+try:
+    from scipy.stats import spearmanr
+except ModuleNotFoundError as exc:  # the optional "demo" extra is not installed
+    _missing = (exc.name or "scipy").partition(".")[0]
+    raise ModuleNotFoundError(
+        f"scorer.demo.training needs {_missing}, from the 'demo' extra: {INSTALL_HINT}",
+        name=_missing,
+    ) from None
 
 RECIPE_VERSION = "1.0.0"
 """Bump whenever data, labels, network or training change; cached models are then retrained."""
@@ -249,17 +259,6 @@ def predict(
     return np.concatenate(outputs)
 
 
-def ranking_rates(
-    network: CreativeScorer, spec: ModelSpec, seeds: Iterable[int]
-) -> dict[str, float]:
-    """How often the model ranks a clean creative above its degraded copy.
-
-    ``sharpness_vs_blur``: sharpness(image) > sharpness(GaussianBlur(RANKING_BLUR_RADIUS)(image));
-    ``colourfulness_vs_greyscale``: colourfulness(image) > colourfulness(greyscale(image)).
-    """
-    return _ranking_rates(network, spec, *_ranking_images(seeds, spec.input))
-
-
 def _ranking_images(
     seeds: Iterable[int], spec: InputSpec
 ) -> tuple[list[Image.Image], list[Image.Image], list[Image.Image]]:
@@ -280,6 +279,11 @@ def _ranking_rates(
     blurred: list[Image.Image],
     grey: list[Image.Image],
 ) -> dict[str, float]:
+    """How often the model ranks a clean creative above its degraded copy.
+
+    ``sharpness_vs_blur``: sharpness(image) > sharpness(GaussianBlur(RANKING_BLUR_RADIUS)(image));
+    ``colourfulness_vs_greyscale``: colourfulness(image) > colourfulness(greyscale(image)).
+    """
     scores = predict(network, spec, originals + blurred + grey, resized=True)
     n = len(originals)
     sharp, colour = LABELS.index("sharpness"), LABELS.index("colourfulness")
@@ -393,9 +397,9 @@ def _torch_settings(threads: int) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m scorer.models.demo --out DIR``: train the demo model, print its report."""
+    """``python -m scorer.demo.training --out DIR``: train the demo model, print its report."""
     parser = argparse.ArgumentParser(
-        prog="python -m scorer.models.demo",
+        prog="python -m scorer.demo.training",
         description="Train the built-in demo creative scorer and print its held-out report.",
     )
     parser.add_argument("--out", type=Path, required=True, help="model directory to write")

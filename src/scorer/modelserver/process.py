@@ -1,16 +1,16 @@
-"""Starting Multi Model Server the way SageMaker expects, from a :class:`ServerConfig`.
+"""The Multi Model Server process: started the way SageMaker expects, from a :class:`ServerConfig`.
 
 What the sagemaker-inference toolkit's ``model_server.start_model_server`` does, with its
 known problems fixed: every path (config file, temp dir with MMS's pid file, logs) comes
 from the configuration instead of ``/etc`` and ``/tmp``, so several servers can run on one
-machine and a normal user can run one; the response timeout is written in seconds
-(``default_response_timeout_seconds``; the toolkit writes minutes, #99); single-model mode
-serves ``/opt/ml/model`` directly (no ``model-archiver`` round trip into ``/.sagemaker``);
-SIGTERM stops MMS within SageMaker's 30 s grace period instead of being ignored.
+machine and a normal user can run one; SIGTERM drains and stops MMS within SageMaker's
+30 s grace period instead of being ignored. The configuration is read once, by the caller;
+MMS and its workers get it through :func:`scorer.config.to_environ`, never re-derived.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -22,79 +22,22 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import httpx
-
-from scorer.config import ServerConfig, load_config
-from scorer.serving.inflight import drain
-from scorer.serving.resources import cpu_count
-from scorer.serving.zygote import write_launcher
+from scorer.config import ServerConfig, load_config, to_environ
+from scorer.errors import ScorerError
+from scorer.modelserver.client import ModelServerClient
+from scorer.modelserver.inflight import drain
+from scorer.modelserver.properties import (
+    SINGLE_MODEL_NAME,
+    backstop_timeout,
+    log_config,
+    write_properties,
+)
+from scorer.modelserver.zygote import write_launcher
 
 logger = logging.getLogger(__name__)
 
-HANDLER = "scorer.serving.handler_service:handle"
-SINGLE_MODEL_NAME = "model"
-CONTAINER_DIR = Path(__file__).resolve().parents[3] / "container"
-PLUGINS_DIR_ENV = "SCORER_MMS_PLUGINS"
-LOG_CONFIG_ENV = "SCORER_MMS_LOG_CONFIG"
 STOP_GRACE_SECONDS = 25.0
 DRAIN_SECONDS = 15.0  # of SageMaker's 30 s between SIGTERM and SIGKILL; the rest is the stop
-# MMS's own reply timeout is a backstop behind scorer's per-load and per-request bounds,
-# which the worker enforces itself (clear errors); MMS only acts if the worker is stuck.
-BACKSTOP_MARGIN_SECONDS = 30
-
-
-def backstop_timeout(config: ServerConfig) -> int:
-    """MMS's ``default_response_timeout_seconds``: after both of scorer's own bounds."""
-    return max(config.load_timeout_seconds, config.timeout_seconds) + BACKSTOP_MARGIN_SECONDS
-
-
-def worker_count(config: ServerConfig) -> int:
-    """Workers per model: the configured number, else 1 (one model copy per GPU/host)."""
-    return config.workers or 1
-
-
-def properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> dict[str, str]:
-    """The MMS configuration properties for ``config``."""
-    address = f"http://{bind_address}:{config.port}"
-    props = {
-        "inference_address": address,
-        "management_address": address,
-        "model_store": "/",
-        "default_service_handler": HANDLER,
-        "default_workers_per_model": str(worker_count(config)),
-        "default_response_timeout_seconds": str(backstop_timeout(config)),
-        "unregister_model_timeout": "360",
-        "max_request_size": str(config.max_request_size),
-        "max_response_size": str(max(config.max_request_size, 6 * 1024 * 1024)),
-        "decode_input_request": "false",
-        "enable_envvars_config": "true",
-        "job_queue_size": "100",
-        "number_of_netty_threads": str(max(2, cpu_count())),
-        "async_logging": "true",
-        "preload_model": "false",
-        "vmargs": config.vmargs,
-        # read by scorer's MMS plugins (container/mms-plugins)
-        "scorer_multi_model": str(config.multi_model).lower(),
-        "scorer_max_concurrent_transforms": str(config.max_concurrent_transforms),
-        "scorer_max_payload_in_mb": str(config.max_payload_in_mb),
-        "scorer_batch_strategy": config.batch_strategy,
-        "scorer_load_failures_dir": str(config.load_failures_dir),
-    }
-    if not config.multi_model:
-        props["load_models"] = f"{SINGLE_MODEL_NAME}={config.model_dir}"
-    plugins = os.environ.get(PLUGINS_DIR_ENV) or str(CONTAINER_DIR / "mms-plugins" / "build")
-    if Path(plugins).is_dir() and any(Path(plugins).glob("*.jar")):
-        props["plugins_path"] = plugins
-    return props
-
-
-def write_properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> Path:
-    """Write the MMS properties file to ``config.mms_config_path``."""
-    path = config.mms_config_path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{key}={value}" for key, value in properties(config, bind_address).items()]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def _mms_executable() -> str:
@@ -106,16 +49,16 @@ def command(config: ServerConfig, zygote_address: str | None = None) -> list[str
     """The command line that starts MMS in the foreground.
 
     With ``zygote_address``, MMS is started by scorer's worker zygote
-    (:mod:`scorer.serving.zygote`) and told to use its launcher as "python", so model
+    (:mod:`scorer.modelserver.zygote`) and told to use its launcher as "python", so model
     workers are forked from a process that has torch and scorer imported already.
     """
     cmd = [
         _mms_executable(), "--start", "--foreground",
         "--mms-config", str(config.mms_config_path), "--model-store", "/",
     ]  # fmt: skip
-    log_config = os.environ.get(LOG_CONFIG_ENV) or str(CONTAINER_DIR / "log4j2.xml")
-    if Path(log_config).is_file():
-        cmd += ["--log-config", log_config]
+    log4j2 = log_config(config)
+    if log4j2 is not None:
+        cmd += ["--log-config", str(log4j2)]
     if zygote_address is None:
         return cmd
     # MMS passes its front-end's sys.executable to Java as the workers' python.
@@ -124,7 +67,8 @@ def command(config: ServerConfig, zygote_address: str | None = None) -> list[str
         "sys.executable = sys.argv.pop(1); sys.exit(start())"
     )
     mms = [sys.executable, "-c", front_end, str(launcher_path(config)), *cmd[1:]]
-    return [sys.executable, "-m", "scorer.serving.zygote", "--address", zygote_address, "--", *mms]
+    zygote = [sys.executable, "-m", "scorer.modelserver.zygote", "--address", zygote_address]
+    return [*zygote, "--", *mms]
 
 
 def launcher_path(config: ServerConfig) -> Path:
@@ -133,8 +77,10 @@ def launcher_path(config: ServerConfig) -> Path:
 
 
 def environment(config: ServerConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The MMS process environment: its own temp dir (pid file) and log location."""
+    """The MMS process environment: ``base``, the configuration (read back by the workers),
+    its own temp dir (pid file) and log location."""
     env = dict(os.environ if base is None else base)
+    env.update(to_environ(config))
     env["TEMP"] = str(config.mms_tmp_dir)
     env["TMPDIR"] = str(config.mms_tmp_dir)
     env["LOG_LOCATION"] = str(config.log_dir)
@@ -148,18 +94,28 @@ class ModelServer:
 
     def __init__(
         self,
+        config: ServerConfig,
         environ: Mapping[str, str] | None = None,
         bind_address: str = "0.0.0.0",
     ) -> None:
-        """Read the configuration from ``environ`` (default ``os.environ``).
-
-        The workers MMS starts read the same mapping, so pass every ``SAGEMAKER_*`` and
-        ``SCORER_*`` setting through it.
+        """Args:
+        config: the server's configuration (read once by the caller).
+        environ: the environment MMS and its workers inherit besides the configuration
+            (``PATH``, credentials; default ``os.environ``).
+        bind_address: the address MMS listens on.
         """
+        self.config = config
         self.environ = dict(os.environ if environ is None else environ)
-        self.config: ServerConfig = load_config(self.environ)
         self.bind_address = bind_address
         self.process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str] | None = None, bind_address: str = "0.0.0.0"
+    ) -> ModelServer:
+        """A server configured from ``environ`` (default ``os.environ``), read once here."""
+        env = dict(os.environ if environ is None else environ)
+        return cls(load_config(env), env, bind_address)
 
     @property
     def url(self) -> str:
@@ -199,27 +155,35 @@ class ModelServer:
             if sink is not None:
                 sink.close()
 
+    def client(self) -> ModelServerClient:
+        """A new client for this server's APIs (the caller closes it)."""
+        return ModelServerClient(self.url, invoke_timeout_s=float(self.config.timeout_seconds))
+
     def wait_ready(self, timeout: float | None = None) -> None:
         """Block until ``/ping`` answers (and, single-model, the model is registered).
 
         Raises:
             RuntimeError: MMS exited or did not become ready in time.
         """
-        deadline = time.monotonic() + (timeout or self.config.startup_timeout_seconds)
-        with httpx.Client(timeout=2.0) as client:
+        asyncio.run(self._wait_ready(timeout or self.config.startup_timeout_seconds))
+
+    async def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with self.client() as client:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
                     raise RuntimeError(f"Multi Model Server exited with {self.process.returncode}")
-                with contextlib.suppress(httpx.HTTPError):
-                    pinged = client.get(f"{self.url}/ping").status_code == 200
-                    if pinged and (self.config.multi_model or self._single_model_ready(client)):
-                        return
-                time.sleep(0.2)
+                if await client.ping() == 200 and (
+                    self.config.multi_model or await self._single_model_ready(client)
+                ):
+                    return
+                await asyncio.sleep(0.2)
         raise RuntimeError(f"Multi Model Server not ready on {self.url} in time")
 
-    def _single_model_ready(self, client: httpx.Client) -> bool:
-        response = client.get(f"{self.url}/models/{SINGLE_MODEL_NAME}")
-        return response.status_code == 200
+    async def _single_model_ready(self, client: ModelServerClient) -> bool:
+        with contextlib.suppress(ScorerError):
+            return await client.describe(SINGLE_MODEL_NAME) is not None
+        return False
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int | None:
         """Stop MMS and its workers: SIGTERM to the process group, SIGKILL after ``grace``."""
@@ -241,30 +205,27 @@ class ModelServer:
 
     def loaded_models(self) -> dict[str, str]:
         """``{model name: model url}`` as MMS lists them now (all pages)."""
-        models: dict[str, str] = {}
-        token: str | None = None
-        with httpx.Client(base_url=self.url, timeout=5.0) as client:
-            while True:
-                params = {"limit": "100", **({"next_page_token": token} if token else {})}
-                body = client.get("/models", params=params).json()
-                for entry in body.get("models", []):
-                    models[entry["modelName"]] = entry["modelUrl"]
-                token = body.get("nextPageToken")
-                if not token:
-                    return models
+
+        async def listed() -> dict[str, str]:
+            async with self.client() as client:
+                return await client.list_models()
+
+        return asyncio.run(listed())
 
     def restore(self, models: Mapping[str, str]) -> None:
         """Register ``models`` again (after a restart); failures are logged, not raised."""
-        timeout = float(backstop_timeout(self.config))
-        with httpx.Client(base_url=self.url, timeout=timeout) as client:
-            for name, url in models.items():
-                try:
-                    status = client.post(
-                        "/models", json={"model_name": name, "url": url}
-                    ).status_code
-                except httpx.HTTPError as exc:
-                    status = repr(exc)
-                logger.info("restored model %s after restart: %s", name, status)
+
+        async def register_all() -> None:
+            timeout = float(backstop_timeout(self.config))
+            async with self.client() as client:
+                for name, url in models.items():
+                    try:
+                        status: object = (await client.register(name, url, timeout)).status_code
+                    except ScorerError as exc:
+                        status = exc.message
+                    logger.info("restored model %s after restart: %s", name, status)
+
+        asyncio.run(register_all())
 
     def serve_forever(self, poll_seconds: float = 2.0, max_restarts: int = 5) -> int:
         """Run MMS until SIGTERM/SIGINT; restart it if it dies, restoring its models.
@@ -298,7 +259,7 @@ class ModelServer:
                 code = self.process.wait(timeout=poll_seconds)
             except subprocess.TimeoutExpired:
                 if self.config.multi_model:
-                    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+                    with contextlib.suppress(ScorerError, ValueError, KeyError):
                         known = self.loaded_models()
                 continue
             if stopping:

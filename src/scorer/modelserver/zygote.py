@@ -9,7 +9,7 @@ The zygote imports all of that once, then forks a worker per model. It is the pr
 scorer starts (in place of MMS's launcher, so the process group, ``wait`` and the process
 tree stay as before): it opens its socket, starts MMS as its child, imports the heavy
 modules while the JVM boots, then serves fork requests. MMS is pointed at a tiny launcher
-script (:func:`launcher_script`) as its "python"; the launcher sends its arguments,
+script (:mod:`scorer.modelserver.launcher`) as its "python"; the launcher sends its arguments,
 environment, working directory and stdio to the zygote and waits for the forked worker's
 exit status, which it returns to MMS as its own. If the zygote cannot be reached the
 launcher ``exec``s the real Python, so MMS behaves exactly as without it.
@@ -36,6 +36,8 @@ import threading
 import traceback
 from pathlib import Path
 
+from scorer.modelserver import launcher
+
 PRELOAD = (
     "torch",
     "torchvision.models",
@@ -52,50 +54,17 @@ PRELOAD = (
 _MAX_REQUEST = 256 * 1024
 
 
-def launcher_script(real_python: str, address: str) -> str:
-    """The launcher MMS runs as its "python" (stdlib only; started with ``python -S``)."""
-    return f'''#!{real_python} -S
-"""scorer: ask the worker zygote to fork this MMS worker (scorer/serving/zygote.py)."""
-import json, os, signal, socket, sys
-REAL_PYTHON = {real_python!r}
-ADDRESS = {address!r}
-try:
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    conn.connect("\\0" + ADDRESS)
-    request = {{"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ)}}
-    socket.send_fds(conn, [json.dumps(request).encode()], [0, 1, 2])
-    reply = conn.recv(65536)
-    if not reply:
-        raise OSError("the zygote refused")
-    pid = json.loads(reply)["pid"]
-except OSError:
-    os.execv(REAL_PYTHON, [REAL_PYTHON] + sys.argv[1:])
-
-def forward(signum, _frame):
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-    signal.signal(signum, forward)
-while True:
-    try:
-        message = conn.recv(65536)
-    except InterruptedError:
-        continue
-    if not message:
-        sys.exit(1)
-    code = json.loads(message)["exit"]
-    sys.exit(code if code >= 0 else 128 - code)
-'''
-
-
 def write_launcher(path: Path, real_python: str, address: str) -> Path:
-    """Write the launcher script (mode 0755) to ``path``."""
+    """Write the worker launcher (mode 0755) to ``path``, for the zygote at ``address``.
+
+    The launcher is :mod:`scorer.modelserver.launcher` behind a ``#!<real_python> -S``
+    line; the address goes into ``<path>.address`` beside it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(launcher_script(real_python, address), encoding="utf-8")
+    source = Path(launcher.__file__).read_text(encoding="utf-8")
+    path.write_text(f"#!{real_python} -S\n{source}", encoding="utf-8")
     path.chmod(0o755)
+    Path(str(path) + launcher.ADDRESS_SUFFIX).write_text(address, encoding="utf-8")
     return path
 
 
@@ -114,7 +83,7 @@ def _preload() -> None:
 def _same_user(conn: socket.socket) -> bool:
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     _pid, uid, _gid = struct.unpack("3i", creds)
-    return uid == os.getuid()
+    return bool(uid == os.getuid())
 
 
 def _worker_title(argv: list[str]) -> None:
@@ -227,12 +196,12 @@ class Zygote:
                     else:
                         conn.close()
                 else:  # the launcher went away; its worker follows through its lifeline
-                    conn = key.fileobj
-                    assert isinstance(conn, socket.socket)
+                    worker = key.fileobj
+                    assert isinstance(worker, socket.socket)
                     with contextlib.suppress(OSError):
-                        if conn.recv(1, socket.MSG_PEEK):
+                        if worker.recv(1, socket.MSG_PEEK):
                             continue
-                    self.selector.unregister(conn)
+                    self.selector.unregister(worker)
             while True:
                 try:
                     pid, status = os.waitpid(-1, os.WNOHANG)
@@ -246,7 +215,7 @@ class Zygote:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m scorer.serving.zygote --address NAME -- MMS COMMAND...``."""
+    """``python -m scorer.modelserver.zygote --address NAME -- MMS COMMAND...``."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--address", required=True, help="abstract unix socket name")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the MMS command line")

@@ -327,7 +327,9 @@ def _text_block(rng: random.Random, image: Image.Image) -> list[Box]:
     boxes: list[Box] = []
     for origin, text, (left, top, right, bottom) in zip(origins, lines, spans, strict=True):
         draw.text(origin, text, fill=fill, font=font)
-        clipped = (max(0, left), max(0, top), min(width, right), min(height, bottom))
+        clipped: Box = (
+            max(0, int(left)), max(0, int(top)), min(width, int(right)), min(height, int(bottom))
+        )
         if clipped[0] < clipped[2] and clipped[1] < clipped[3]:
             boxes.append(clipped)
     return boxes

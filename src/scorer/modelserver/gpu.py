@@ -1,10 +1,10 @@
-"""The GPU memory budget: device memory used by each model's worker processes.
+"""GPU memory of the model server's workers: the measure behind the cache's GPU budget.
 
 Measured with ``nvidia-smi`` (present wherever the NVIDIA driver is, including containers
 started with ``--gpus``), so neither torch nor NVML bindings are needed here. A model's
 footprint is the device memory of the processes serving it
-(:func:`scorer.cache.mms_registry.worker_processes`); the budget is a fraction of the total
-memory of the visible GPUs (``SCORER_CACHE_GPU_MEMORY_FRACTION``).
+(:func:`scorer.modelserver.workers.worker_processes`); the self-managed mode makes a cache
+budget of a fraction of the visible GPUs' total memory from it.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ import asyncio
 import logging
 import shutil
 import subprocess
+from typing import Protocol
 
-from scorer.cache.budgets import Budget
-from scorer.cache.mms_registry import worker_processes
-from scorer.cache.resident import ResidentModel
+from scorer.modelserver.workers import worker_processes
 
-GPU_MEMORY = "gpu_memory"
 _MIB = 1 << 20
 
 logger = logging.getLogger(__name__)
@@ -62,6 +60,11 @@ def gpu_memory_by_pid() -> dict[int, int]:
     return usage
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
 class GpuMemoryMeter:
     """Device memory of the worker processes serving a model (under one MMS process)."""
 
@@ -75,14 +78,6 @@ class GpuMemoryMeter:
         usage = gpu_memory_by_pid()
         return sum(usage.get(pid, 0) for pid in pids) or None
 
-    async def measure(self, model: ResidentModel) -> int | None:
+    async def measure(self, model: _Named) -> int | None:
         """Bytes of device memory ``model`` uses, or None when unknown."""
         return await asyncio.to_thread(self._measure, model.name)
-
-
-def gpu_memory_budget(fraction: float, server_pid: int) -> Budget | None:
-    """A budget of ``fraction`` of the GPUs' memory, or None on a machine without GPUs."""
-    total = total_gpu_memory()
-    if not total:
-        return None
-    return Budget(GPU_MEMORY, int(total * fraction), GpuMemoryMeter(server_pid))

@@ -1,0 +1,136 @@
+"""The model registry over Multi Model Server's management API.
+
+Implements the cache's :class:`~scorer.cache.registry.ModelRegistry` port (structurally:
+nothing here imports the cache). ``POST /models {"model_name", "url"}`` loads,
+``DELETE /models/{name}`` unloads, as SageMaker's multi-model contract does. Status codes
+map to scorer's errors: 409 -> :class:`ModelAlreadyRegisteredError`, 507 ->
+:class:`InsufficientMemoryError`, any other failure -> :class:`ModelLoadFailedError` (the
+worker's traceback is in the server's log, never in the message), no connection ->
+:class:`ModelServerUnavailableError`.
+
+Host memory of a model: MMS reports a worker's ``memoryUsage`` in ``GET /models/{name}``,
+but only after its metrics collector has run (every minute; 0 before). When the server's
+process id is known (the server runs on this host), the registry measures the model's
+worker processes itself (:func:`scorer.modelserver.workers.worker_memory`). Otherwise it
+uses MMS's figure when non-zero, else it answers None (the cache then counts the extracted
+size).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from scorer.errors import (
+    InsufficientMemoryError,
+    ModelAlreadyRegisteredError,
+    ModelLoadFailedError,
+    ModelServerError,
+    ModelServerTimeoutError,
+    ScorerError,
+)
+from scorer.modelserver import load_failures
+from scorer.modelserver.client import (
+    LOAD_TIMEOUT_SECONDS,
+    ModelServerClient,
+    error_message,
+    reported_memory,
+)
+from scorer.modelserver.workers import worker_memory
+
+
+class MmsModelRegistry:
+    """Loads and unloads models through an MMS management API."""
+
+    def __init__(
+        self,
+        client: ModelServerClient,
+        *,
+        server_pid: int | None = None,
+        log_hint: str = "",
+        load_timeout_s: float = LOAD_TIMEOUT_SECONDS,
+        load_failures_dir: Path | None = None,
+    ) -> None:
+        """Args:
+        client: the model server's client (the registry closes it in :meth:`aclose`).
+        server_pid: the MMS process id when it runs on this host (memory is measured).
+        log_hint: where the server's log is, for load failure messages.
+        load_timeout_s: how long one ``POST /models`` may take.
+        load_failures_dir: where the server's workers record why a load failed (the server
+            runs on this host); the reason then goes into the error message.
+        """
+        self.client = client
+        self.server_pid = server_pid
+        self.log_hint = log_hint
+        self.load_timeout_s = load_timeout_s
+        self.load_failures_dir = load_failures_dir
+
+    @property
+    def management_url(self) -> str:
+        """The management API's base URL."""
+        return self.client.base_url
+
+    async def register(self, name: str, model_dir: Path) -> None:
+        """``POST /models``; see :meth:`ModelRegistry.register` for the errors."""
+        started = time.time()
+        try:
+            response = await self.client.register(name, str(model_dir), self.load_timeout_s)
+        except ModelServerTimeoutError:
+            raise ModelLoadFailedError(
+                f"loading took longer than {self.load_timeout_s:g} s{self._see_log()}"
+            ) from None
+        if response.status_code == 200:
+            return
+        detail = self._recorded_reason(name, started) or error_message(response)
+        if response.status_code == 409:
+            raise ModelAlreadyRegisteredError(f"the model server already has {name}: {detail}")
+        if response.status_code == 507:
+            raise InsufficientMemoryError(f"the model server ran out of memory: {detail}")
+        raise ModelLoadFailedError(
+            f"the model server answered {response.status_code} ({detail}){self._see_log()}"
+        )
+
+    def _recorded_reason(self, name: str, since: float) -> str | None:
+        """Why the worker says this load failed, if recorded during this call and public."""
+        if self.load_failures_dir is None:
+            return None
+        path = load_failures.record_path(self.load_failures_dir, name)
+        try:
+            if path.stat().st_mtime < since - 1:
+                return None  # an older failure
+        except OSError:
+            return None
+        record = load_failures.read(self.load_failures_dir, name)
+        if not record or not record.get("public") or not record.get("message"):
+            return None
+        return str(record["message"])
+
+    def _see_log(self) -> str:
+        where = f" in {self.log_hint}" if self.log_hint else ""
+        return f"; the model's error is in the model server's log{where}"
+
+    async def unregister(self, name: str) -> None:
+        """``DELETE /models/{name}`` (a 404 is fine: the model is not loaded)."""
+        response = await self.client.unregister(name)
+        if response.status_code not in (200, 404):
+            raise ModelServerError(
+                f"the model server could not unload {name}: {response.status_code} "
+                f"{error_message(response)}"
+            )
+
+    async def memory_bytes(self, name: str) -> int | None:
+        """Host memory of the model's workers (see the module docstring), or None."""
+        if self.server_pid is not None:
+            measured = await asyncio.to_thread(worker_memory, self.server_pid, name)
+            if measured:
+                return measured
+        try:
+            description = await self.client.describe(name)
+        except ScorerError:
+            return None
+        return reported_memory(description) or None
+
+    async def aclose(self) -> None:
+        """Close the client."""
+        await self.client.aclose()
