@@ -8,6 +8,7 @@ built-in demo model that trains on a CPU in seconds.
 from __future__ import annotations
 
 from collections.abc import Callable
+
 import torch
 from torch import nn
 
