@@ -86,22 +86,19 @@ def demo(port: int, bind: str, workdir: Path) -> None:
         mms_config_path=run_dir / "mms.properties",
     )
     server = ModelServer(config, bind_address=bind)
-    server.start()
-    try:
-        server.wait_ready()
-        sample = workdir / "sample.jpg"
-        sample.write_bytes(sample_creative())
+    sample = workdir / "sample.jpg"
+    sample.write_bytes(sample_creative())
+
+    def announce() -> None:
         click.echo(
             "\nscorer is ready. Score a creative with:\n\n"
             f"  curl -s -H 'Content-Type: image/jpeg' --data-binary @{sample} "
             f"{server.url}/invocations\n\nPress Ctrl+C to stop.\n"
         )
-        assert server.process is not None
-        server.process.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+
+    # SIGTERM and SIGINT drain and stop the model server; if this process is killed, the
+    # model server's group follows it (see scorer.modelserver.zygote).
+    raise SystemExit(server.serve_forever(on_ready=announce))
 
 
 @cli.command()

@@ -131,3 +131,9 @@ class ModelServerError(ScorerError):
     """The model server answered a management call with an unexpected failure."""
 
     status_code = HTTPStatus.BAD_GATEWAY
+
+
+class ModelServerStartError(ScorerError):
+    """The model server exited or did not become ready (single model: the model failed)."""
+
+    status_code = HTTPStatus.SERVICE_UNAVAILABLE

@@ -18,13 +18,16 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from scorer.config import ServerConfig, load_config, to_environ
-from scorer.errors import ScorerError
+from scorer.errors import ModelServerStartError, ScorerError
+from scorer.modelserver import load_failures
 from scorer.modelserver.client import ModelServerClient
+from scorer.modelserver.healing import WorkerWatch
 from scorer.modelserver.inflight import drain
 from scorer.modelserver.properties import (
     SINGLE_MODEL_NAME,
@@ -38,6 +41,24 @@ logger = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 25.0
 DRAIN_SECONDS = 15.0  # of SageMaker's 30 s between SIGTERM and SIGKILL; the rest is the stop
+REAP_GRACE_SECONDS = 3.0  # after MMS exits, for the rest of its group to follow the SIGTERM
+
+
+def _empty_group(group: int, grace: float) -> None:
+    """Wait up to ``grace`` s for process group ``group`` to be gone, then SIGKILL what is left."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:  # pragma: no cover - a member changed user: not ours to kill
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(group, signal.SIGKILL)
 
 
 def _mms_executable() -> str:
@@ -45,12 +66,16 @@ def _mms_executable() -> str:
     return str(candidate) if candidate.exists() else "multi-model-server"
 
 
-def command(config: ServerConfig, zygote_address: str | None = None) -> list[str]:
+def command(
+    config: ServerConfig, zygote_address: str | None = None, parent: int | None = None
+) -> list[str]:
     """The command line that starts MMS in the foreground.
 
     With ``zygote_address``, MMS is started by scorer's worker zygote
     (:mod:`scorer.modelserver.zygote`) and told to use its launcher as "python", so model
-    workers are forked from a process that has torch and scorer imported already.
+    workers are forked from a process that has torch and scorer imported already. With
+    ``parent`` (scorer's pid), the zygote module leads MMS's process group and kills it if
+    that process dies (also without a zygote address: then it only leads).
     """
     cmd = [
         _mms_executable(), "--start", "--foreground",
@@ -59,16 +84,18 @@ def command(config: ServerConfig, zygote_address: str | None = None) -> list[str
     log4j2 = log_config(config)
     if log4j2 is not None:
         cmd += ["--log-config", str(log4j2)]
+    leader = [sys.executable, "-m", "scorer.modelserver.zygote"]
+    if parent is not None:
+        leader += ["--parent", str(parent)]
     if zygote_address is None:
-        return cmd
+        return [*leader, "--", *cmd] if parent is not None else cmd
     # MMS passes its front-end's sys.executable to Java as the workers' python.
     front_end = (
         "import sys; from mms.model_server import start; "
         "sys.executable = sys.argv.pop(1); sys.exit(start())"
     )
     mms = [sys.executable, "-c", front_end, str(launcher_path(config)), *cmd[1:]]
-    zygote = [sys.executable, "-m", "scorer.modelserver.zygote", "--address", zygote_address]
-    return [*zygote, "--", *mms]
+    return [*leader, "--address", zygote_address, "--", *mms]
 
 
 def launcher_path(config: ServerConfig) -> Path:
@@ -108,6 +135,7 @@ class ModelServer:
         self.environ = dict(os.environ if environ is None else environ)
         self.bind_address = bind_address
         self.process: subprocess.Popen[bytes] | None = None
+        self._started_at = 0.0
 
     @classmethod
     def from_environ(
@@ -141,10 +169,11 @@ class ModelServer:
                                launcher)  # fmt: skip
                 address = None
         logger.info("starting Multi Model Server on %s", self.url)
+        self._started_at = time.time()
         sink = open(output, "ab") if output is not None else None  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
-                command(self.config, address),
+                command(self.config, address, parent=os.getpid()),
                 env=environment(self.config, self.environ),
                 cwd=str(self.config.run_dir),
                 start_new_session=True,
@@ -163,7 +192,8 @@ class ModelServer:
         """Block until ``/ping`` answers (and, single-model, the model is registered).
 
         Raises:
-            RuntimeError: MMS exited or did not become ready in time.
+            ModelServerStartError: MMS exited, did not become ready in time, or (single
+                model) the model failed to load.
         """
         asyncio.run(self._wait_ready(timeout or self.config.startup_timeout_seconds))
 
@@ -172,13 +202,34 @@ class ModelServer:
         async with self.client() as client:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"Multi Model Server exited with {self.process.returncode}")
+                    raise ModelServerStartError(
+                        f"Multi Model Server exited with {self.process.returncode}"
+                    )
                 if await client.ping() == 200 and (
                     self.config.multi_model or await self._single_model_ready(client)
                 ):
                     return
+                self._raise_if_the_model_failed()
                 await asyncio.sleep(0.2)
-        raise RuntimeError(f"Multi Model Server not ready on {self.url} in time")
+        raise ModelServerStartError(f"Multi Model Server not ready on {self.url} in {timeout:g} s")
+
+    def _raise_if_the_model_failed(self) -> None:
+        """Single-model: a load failure recorded since this start ends the wait at once."""
+        if self.config.multi_model:
+            return
+        failures = self.config.load_failures_dir
+        try:
+            recorded = load_failures.record_path(failures, SINGLE_MODEL_NAME).stat().st_mtime
+        except OSError:
+            return
+        if recorded < self._started_at:
+            return
+        record = load_failures.read(failures, SINGLE_MODEL_NAME) or {}
+        raise ModelServerStartError(
+            f"the model in {self.config.model_dir} failed to load: "
+            f"{record.get('message', 'see the model server log')} "
+            f"(log: {self.config.log_dir})"
+        )
 
     async def _single_model_ready(self, client: ModelServerClient) -> bool:
         with contextlib.suppress(ScorerError):
@@ -186,22 +237,32 @@ class ModelServer:
         return False
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> int | None:
-        """Stop MMS and its workers: SIGTERM to the process group, SIGKILL after ``grace``."""
+        """Stop MMS and everything in its process group; nothing is left running.
+
+        SIGTERM to the group; SIGKILL to the group once the leader has exited (or after
+        ``grace``) and any member is still there a moment later.
+        """
         if self.process is None:
             return None
-        if self.process.poll() is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.process.pid, signal.SIGKILL)  # orphaned workers, if any
-            return self.process.returncode
+        group = self.process.pid
+        code = self.process.poll()
+        if code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGTERM)
+            try:
+                code = self.process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                code = None
+        _empty_group(group, REAP_GRACE_SECONDS if code is not None else 0.0)
+        return self.process.wait()
+
+    def _announce(self, on_ready: Callable[[], None]) -> None:
         try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return self.process.wait()
-        try:
-            return self.process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+            self.wait_ready()
+        except ModelServerStartError as exc:
+            logger.error("the model server did not become ready: %s", exc.message)
+            return
+        on_ready()
 
     def loaded_models(self) -> dict[str, str]:
         """``{model name: model url}`` as MMS lists them now (all pages)."""
@@ -211,6 +272,18 @@ class ModelServer:
                 return await client.list_models()
 
         return asyncio.run(listed())
+
+    def check_models(self, watch: WorkerWatch) -> dict[str, str]:
+        """The models MMS holds (name -> url); any whose processes all died is registered
+        again (:mod:`scorer.modelserver.healing`)."""
+
+        async def check() -> dict[str, str]:
+            async with self.client() as client:
+                models = await client.list_models()
+                await watch.heal(client, models)
+                return models
+
+        return asyncio.run(check())
 
     def restore(self, models: Mapping[str, str]) -> None:
         """Register ``models`` again (after a restart); failures are logged, not raised."""
@@ -227,13 +300,19 @@ class ModelServer:
 
         asyncio.run(register_all())
 
-    def serve_forever(self, poll_seconds: float = 2.0, max_restarts: int = 5) -> int:
+    def serve_forever(
+        self,
+        poll_seconds: float = 2.0,
+        max_restarts: int = 5,
+        on_ready: Callable[[], None] | None = None,
+    ) -> int:
         """Run MMS until SIGTERM/SIGINT; restart it if it dies, restoring its models.
 
         SIGTERM/SIGINT let the requests in flight finish (at most ``DRAIN_SECONDS``), then
         stop MMS within the rest of SageMaker's 30 s. An unexpected exit is restarted
         and the multi-model endpoint's loaded models are registered again; more than
         ``max_restarts`` exits in 10 minutes end the process (SageMaker then replaces it).
+        ``on_ready`` is called (on another thread) once the first start is ready.
         """
         stopping = False
 
@@ -252,15 +331,21 @@ class ModelServer:
         signal.signal(signal.SIGINT, _terminate)
         self.start()
         assert self.process is not None
+        if on_ready is not None:
+            threading.Thread(
+                target=self._announce, args=(on_ready,), name="scorer-ready", daemon=True
+            ).start()
         known: dict[str, str] = {}
         restarts: list[float] = []
+        watch = WorkerWatch(self.process.pid)
         while True:
             try:
                 code = self.process.wait(timeout=poll_seconds)
             except subprocess.TimeoutExpired:
-                if self.config.multi_model:
-                    with contextlib.suppress(ScorerError, ValueError, KeyError):
-                        known = self.loaded_models()
+                with contextlib.suppress(ScorerError, ValueError, KeyError):
+                    listed = self.check_models(watch)
+                    if self.config.multi_model:
+                        known = listed
                 continue
             if stopping:
                 return 0  # a stop we were asked for is a clean exit
@@ -272,9 +357,11 @@ class ModelServer:
                 return code or 1
             self.stop(grace=5)  # reap any workers left in its process group
             self.start()
+            assert self.process is not None
+            watch = WorkerWatch(self.process.pid)
             try:
                 self.wait_ready()
-            except RuntimeError:
-                logger.exception("the restarted model server did not become ready")
+            except ModelServerStartError as exc:
+                logger.error("the restarted model server did not become ready: %s", exc.message)
                 continue
             self.restore(known)

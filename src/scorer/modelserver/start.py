@@ -59,7 +59,7 @@ def start_model_server(
         The running server and a registry over its management API.
 
     Raises:
-        RuntimeError: MMS exited or did not become ready in time.
+        ModelServerStartError: MMS exited or did not become ready in time.
     """
     server = ModelServer(config, environ, bind_address)
     server.start()

@@ -13,25 +13,47 @@ import contextlib
 import psutil
 
 
-def worker_processes(server_pid: int, name: str) -> list[psutil.Process]:
-    """The processes under ``server_pid`` that serve model ``name`` (and their children)."""
+def _model_name(process: psutil.Process) -> str | None:
+    """The ``--model-name`` on a process's command line, or None."""
     try:
-        descendants = psutil.Process(server_pid).children(recursive=True)
+        cmdline = " ".join(process.cmdline()).split()
+    except psutil.Error:
+        return None
+    for idx, arg in enumerate(cmdline[:-1]):
+        if arg == "--model-name":
+            return cmdline[idx + 1]
+    return None
+
+
+def _descendants(server_pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(server_pid).children(recursive=True)
     except psutil.Error:
         return []
+
+
+def worker_processes(server_pid: int, name: str) -> list[psutil.Process]:
+    """The processes under ``server_pid`` that serve model ``name`` (and their children)."""
     chosen: dict[int, psutil.Process] = {}
-    for process in descendants:
-        try:
-            cmdline = " ".join(process.cmdline()).split()
-        except psutil.Error:
-            continue
-        for idx, arg in enumerate(cmdline[:-1]):
-            if arg == "--model-name" and cmdline[idx + 1] == name:
-                chosen[process.pid] = process
-                with contextlib.suppress(psutil.Error):
-                    chosen.update({c.pid: c for c in process.children(recursive=True)})
-                break
+    for process in _descendants(server_pid):
+        if _model_name(process) == name:
+            chosen[process.pid] = process
+            with contextlib.suppress(psutil.Error):
+                chosen.update({c.pid: c for c in process.children(recursive=True)})
     return list(chosen.values())
+
+
+def served_models(server_pid: int) -> set[str]:
+    """The names of the models that have at least one live process under ``server_pid``."""
+    names = set()
+    for process in _descendants(server_pid):
+        with contextlib.suppress(psutil.Error):
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
+        name = _model_name(process)
+        if name is not None:
+            names.add(name)
+    return names
 
 
 def worker_memory(server_pid: int, name: str) -> int:

@@ -17,12 +17,18 @@ launcher ``exec``s the real Python, so MMS behaves exactly as without it.
 A forked worker watches its launcher: when MMS kills the launcher (unload), the worker
 exits too. The zygote never touches CUDA or runs a torch op, so forking is safe; only
 processes of the same user may ask it to fork (``SO_PEERCRED``).
+
+It also leads MMS's process group (with ``SCORER_WORKER_ZYGOTE=false`` it does only that):
+a stop signals the whole group and the zygote waits for MMS; if scorer itself dies, even
+by SIGKILL, the kernel tells the zygote (``PR_SET_PDEATHSIG``) and it kills the group, so
+no JVM or model worker outlives the command that started it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import runpy
@@ -52,6 +58,7 @@ PRELOAD = (
     "scorer.models.loading",
 )
 _MAX_REQUEST = 256 * 1024
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def write_launcher(path: Path, real_python: str, address: str) -> Path:
@@ -214,13 +221,39 @@ class Zygote:
                 self._reaped(pid, status)
 
 
+def _die_with(parent: int) -> None:
+    """Take the whole process group down when ``parent`` (scorer) dies, however it dies.
+
+    The kernel sends SIGHUP when the parent exits (``PR_SET_PDEATHSIG``); the handler kills
+    the group: MMS, the JVM, the model workers and anything they started. A parent that
+    died before this call is noticed by its pid.
+    """
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: os.killpg(0, signal.SIGKILL))
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGHUP)
+    if os.getppid() != parent:
+        os.killpg(0, signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m scorer.modelserver.zygote --address NAME -- MMS COMMAND...``."""
+    """``python -m scorer.modelserver.zygote [--address NAME] --parent PID -- MMS COMMAND...``.
+
+    Without ``--address`` it only leads the process group (no forking, no preloading).
+    """
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--address", required=True, help="abstract unix socket name")
+    parser.add_argument("--address", help="abstract unix socket name (omit: no zygote)")
+    parser.add_argument("--parent", type=int, help="scorer's pid: the group dies with it")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- the MMS command line")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.parent is not None:
+        _die_with(args.parent)
+    for signum in (signal.SIGTERM, signal.SIGINT):  # a stop signals the whole group:
+        signal.signal(signum, lambda _signum, _frame: None)  # wait for MMS to finish
+    if args.address is None:
+        code = subprocess.Popen(command).wait()
+        return code if code >= 0 else 128 - code
     zygote = Zygote(args.address)  # listening before MMS can ask for a worker
     mms = subprocess.Popen(command)
     _preload()

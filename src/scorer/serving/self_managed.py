@@ -23,8 +23,10 @@ from scorer import config as cfg
 from scorer.cache.budgets import GPU_MEMORY, Budget
 from scorer.cache.cache import ModelCache
 from scorer.cache.settings import load_cache_settings
+from scorer.errors import ModelServerStartError, ScorerError
 from scorer.frontend.backend import ModelServerEndpoint
 from scorer.modelserver.gpu import GpuMemoryMeter, total_gpu_memory
+from scorer.modelserver.healing import WorkerWatch
 from scorer.modelserver.ports import free_loopback_port
 from scorer.modelserver.process import ModelServer
 from scorer.modelserver.start import internal_config, start_model_server
@@ -51,15 +53,23 @@ def gpu_budget(fraction: float, server_pid: int) -> Budget | None:
 
 
 def _supervise(server: ModelServer, stopping: threading.Event) -> None:
-    """Restart the model server on the same port if it exits while serving."""
+    """Restart the model server on the same port if it exits while serving; re-register a
+    model whose worker processes all died (:mod:`scorer.modelserver.healing`)."""
+    assert server.process is not None
+    watch = WorkerWatch(server.process.pid)
     while not stopping.is_set():
         process = server.process
         if process is not None and process.poll() is not None and not stopping.is_set():
             logger.error("the model server exited with %s; restarting it", process.returncode)
             server.stop(grace=5)
             server.start()
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(ModelServerStartError):
                 server.wait_ready()
+            assert server.process is not None
+            watch = WorkerWatch(server.process.pid)
+        elif not stopping.is_set():
+            with contextlib.suppress(ScorerError, ValueError, KeyError):
+                server.check_models(watch)
         stopping.wait(2.0)
 
 
