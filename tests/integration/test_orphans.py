@@ -22,49 +22,17 @@ import pytest
 
 from scorer.modelserver.ports import free_loopback_port
 from tests.support.models import FAILING_MODEL_FN, add_code, creative_model_dir
-from tests.support.processes import serving_entrypoint
+from tests.support.processes import (
+    assert_all_gone,
+    descendants,
+    runs_java,
+    serving_entrypoint,
+)
 from tests.support.servers import server_environ
 
 pytestmark = pytest.mark.integration
 
 SCORER = [sys.executable, "-c", "import sys; from scorer.cli import main; sys.exit(main())"]
-GONE_WITHIN = 30.0  # a bound for the assertion, not a measured figure
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return []
-
-
-def _has_java(processes: list[psutil.Process]) -> bool:
-    found = False
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            found = found or "java" in " ".join(process.cmdline())
-    return found
-
-
-def _alive(processes: list[psutil.Process]) -> list[str]:
-    """Those still running (zombies waiting for their reaper count as gone)."""
-    left = []
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                left.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
-    return left
-
-
-def _assert_all_gone(processes: list[psutil.Process]) -> None:
-    deadline = time.monotonic() + GONE_WITHIN
-    while _alive(processes) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = _alive(processes)
-    for process in processes:  # never leave them to the next test
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    assert left == []
 
 
 def _wait_for_ping(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -89,13 +57,13 @@ def demo(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], list[psutil.
         )
     try:
         _wait_for_ping(f"http://127.0.0.1:{port}", process, log)
-        tree = _descendants(process.pid)
-        assert _has_java(tree)
+        tree = descendants(process.pid)
+        assert runs_java(tree)
         yield process, tree
     finally:
         if process.poll() is None:
             process.kill()
-        for child in _descendants(process.pid):
+        for child in descendants(process.pid):
             with contextlib.suppress(psutil.Error):
                 child.kill()
 
@@ -106,18 +74,18 @@ def test_sigterm_to_scorer_demo_stops_the_whole_model_server(
     process, tree = demo
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0  # a stop it was asked for is a clean exit
-    _assert_all_gone(tree)
+    assert_all_gone(tree)
 
 
 def test_sigkill_to_scorer_serve_takes_its_model_server_down(tmp_path: Path) -> None:
     model = creative_model_dir(tmp_path / "models", "solo")
     env = server_environ(tmp_path / "run", {"SCORER_MODEL_DIR": str(model)})
     with serving_entrypoint(env, tmp_path / "serve.log") as (process, _url):
-        tree = _descendants(process.pid)
-        assert _has_java(tree)
+        tree = descendants(process.pid)
+        assert runs_java(tree)
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
-        _assert_all_gone(tree)
+        assert_all_gone(tree)
 
 
 def test_scorer_local_on_a_model_that_fails_to_load_exits_with_the_reason_and_nothing_left(
@@ -133,8 +101,8 @@ def test_scorer_local_on_a_model_that_fails_to_load_exits_with_the_reason_and_no
     seen: dict[int, psutil.Process] = {}
     java_seen = False
     while started.poll() is None:  # everything it starts, until it exits
-        now = _descendants(started.pid)
-        java_seen = java_seen or _has_java(now)
+        now = descendants(started.pid)
+        java_seen = java_seen or runs_java(now)
         seen.update({p.pid: p for p in now})
         time.sleep(0.2)
     tree = list(seen.values())
@@ -144,4 +112,4 @@ def test_scorer_local_on_a_model_that_fails_to_load_exits_with_the_reason_and_no
     assert started.returncode == 2, text[-3000:]
     assert "failed to load" in text and "weights are corrupt on purpose" in text
     assert "Traceback" not in text.split("error:")[-1]
-    _assert_all_gone(tree)
+    assert_all_gone(tree)

@@ -36,6 +36,46 @@ def stop_tree(process: subprocess.Popen[bytes], grace: float = 30.0) -> None:
             child.kill()
 
 
+def descendants(pid: int) -> list[psutil.Process]:
+    """Every process below ``pid`` now (none if it is gone)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def runs_java(processes: list[psutil.Process]) -> bool:
+    """Whether one of ``processes`` is a JVM (the model server)."""
+    found = False
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            found = found or "java" in " ".join(process.cmdline())
+    return found
+
+
+def still_running(processes: list[psutil.Process]) -> list[str]:
+    """Those of ``processes`` still running (zombies waiting for their reaper count as gone)."""
+    left = []
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{process.pid} {' '.join(process.cmdline())[:120]}")
+    return left
+
+
+def assert_all_gone(processes: list[psutil.Process], within: float = 30.0) -> None:
+    """Fail unless every one of ``processes`` ends within ``within`` s (a bound for the
+    assertion, not a measured figure); whatever is left is killed either way."""
+    deadline = time.monotonic() + within
+    while still_running(processes) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = still_running(processes)
+    for process in processes:  # never leave them to the next test
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    assert left == []
+
+
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "entrypoint.py"
 
 
