@@ -14,6 +14,7 @@ import httpx
 import psutil
 import pytest
 
+from scorer.modelserver.inflight import in_flight
 from tests.support.models import add_code, creative_model_dir, image_bytes, torchscript_model_dir
 from tests.support.processes import serving_entrypoint
 from tests.support.servers import load, server_environ
@@ -106,12 +107,11 @@ def test_killed_model_server_is_restarted_with_its_models(entrypoint_server) -> 
     assert process.poll() is None
 
 
-def test_sigterm_stops_the_server_promptly(entrypoint_server) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_stops_the_server_and_its_workers(entrypoint_server) -> None:  # type: ignore[no-untyped-def]
     process, url, _ = entrypoint_server
-    started = time.monotonic()
     process.send_signal(signal.SIGTERM)
-    process.wait(timeout=30)
-    assert time.monotonic() - started < 30
+    # the timeout only bounds a hang; how soon it stops (SageMaker allows 30 s) is for bench/
+    assert process.wait(timeout=120) == 0
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/ping", timeout=2)
     assert not _children(os.getpid(), "model_service_worker")
@@ -129,8 +129,9 @@ def test_sigterm_lets_requests_in_flight_finish(entrypoint_server) -> None:  # t
 
     caller = threading.Thread(target=invoke)
     caller.start()
-    time.sleep(1.0)  # the request is inside the worker, 2 s from done
-    process.send_signal(signal.SIGTERM)
+    inflight_dir = model_dir.parents[2] / "run" / "inflight"  # SCORER_RUN_DIR's, as drain reads
+    _wait(lambda: in_flight(inflight_dir) == 1, 60, "the request to be inside the worker")
+    process.send_signal(signal.SIGTERM)  # while the model sleeps through its 3 s
     caller.join(timeout=30)
     assert answers and answers[0].status_code == 200, answers
     assert answers[0].json() == {"slept": 3, "bytes": 3}

@@ -216,18 +216,36 @@ def test_sigterm_stops_the_gateway_and_its_model_server(s3: str, tmp_path: Path)
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        ping: int | str = "no answer"
+        deadline = time.monotonic() + 120  # a bound on waiting for readiness, not a measurement
+        while time.monotonic() < deadline and process.poll() is None:
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+                ping = httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code
+            except httpx.HTTPError as exc:
+                ping = type(exc).__name__
+            if ping == 200:
+                break
+            time.sleep(0.5)
+        assert ping == 200, f"/ping never answered 200 (last: {ping}, exit code {process.poll()})"
         tree = psutil.Process(process.pid).children(recursive=True)
         assert any("ModelServer" in " ".join(p.cmdline()) for p in tree)
         process.terminate()
         assert process.wait(timeout=60) == 0
-        time.sleep(1)
-        assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        deadline = time.monotonic() + 60  # children exit after the parent: wait, bounded
+        while _running(tree) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _running(tree) == []
     finally:
         stop_tree(process)
+
+
+def _running(processes: list[psutil.Process]) -> list[int]:
+    """The pids among ``processes`` still running (zombies count as gone)."""
+    alive = []
+    for proc in processes:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive

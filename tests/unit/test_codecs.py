@@ -556,24 +556,37 @@ _CONTENT_TYPES = [
     *sorted(ct.IMAGE_TYPES | ct.TENSOR_TYPES),
     "image/gif",
     "image/bmp",
+    "image/tiff",
     "text/plain",
     "application/xml",
     "",
     "junk",
 ]
-# Known escapes (NPY zip magic / malformed headers, TIFF tag types) have their own xfail tests;
-# the prefixes below steer the fuzzer into each decoder's real parsing code.
+_NPY_HEADER = npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }")
+# Each prefix with the content type whose decoder parses it: the fuzzer sends a prefixed body
+# under that type half the time (any type otherwise), so every decoder's real parsing code is
+# reached, NPY and TIFF (the two that had escapes: .npy zip magic and malformed headers, a
+# corrupt TIFF tag; their regression tests are above and in test_images.py) included.
 _PREFIXES = [
-    b"",
-    b"\x89PNG\r\n\x1a\n",
-    b"\xff\xd8\xff\xe0",
-    b"GIF89a",
-    b"RIFF\x00\x00\x00\x00WEBPVP8 ",
-    b"BM",
-    b'{"images": ["',
-    b'{"instances": [[',
-    b"[[",
-    b"1,2,3\n",
+    (b"", ct.OCTET_STREAM),
+    (b"\x89PNG\r\n\x1a\n", ct.PNG),
+    (b"\xff\xd8\xff\xe0", ct.JPEG),
+    (b"GIF89a", "image/gif"),
+    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", ct.WEBP),
+    (b"BM", "image/bmp"),
+    (b"II*\x00", "image/tiff"),
+    (b"II*\x00\x08\x00\x00\x00", "image/tiff"),  # little-endian, first IFD at offset 8
+    (b"MM\x00*", "image/tiff"),
+    (b"MM\x00*\x00\x00\x00\x08", "image/tiff"),  # big-endian, first IFD at offset 8
+    (b"\x93NUMPY", ct.NPY),
+    (b"\x93NUMPY\x01\x00", ct.NPY),
+    (b"\x93NUMPY\x02\x00", ct.NPY),
+    (_NPY_HEADER, ct.NPY),  # a valid header: the fuzzed bytes are the data
+    (b"PK\x03\x04", ct.NPY),  # zip magic: numpy would read an .npz archive
+    (b'{"images": ["', ct.JSON),
+    (b'{"instances": [[', ct.JSON),
+    (b"[[", ct.JSON),
+    (b"1,2,3\n", ct.CSV),
 ]
 _JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=10),
@@ -586,22 +599,41 @@ _JSON_VALUES = st.recursive(
 
 
 @st.composite
-def _bodies(draw: st.DrawFn) -> bytes:
+def _requests(draw: st.DrawFn) -> tuple[bytes, str]:
+    """A body and a content type: raw bytes, a JSON value, or a decoder's prefix + bytes."""
+    content_type = draw(st.sampled_from(_CONTENT_TYPES))
     kind = draw(st.sampled_from(["raw", "prefixed", "json"]))
     if kind == "json":
-        return json.dumps(draw(_JSON_VALUES)).encode()
-    prefix = draw(st.sampled_from(_PREFIXES)) if kind == "prefixed" else b""
-    return prefix + draw(st.binary(max_size=300))
+        return json.dumps(draw(_JSON_VALUES)).encode(), content_type
+    if kind == "raw":
+        return draw(st.binary(max_size=300)), content_type
+    prefix, own_type = draw(st.sampled_from(_PREFIXES))
+    if draw(st.booleans()):
+        content_type = own_type
+    return prefix + draw(st.binary(max_size=300)), content_type
+
+
+def test_the_fuzzer_reaches_the_npy_and_tiff_decoders() -> None:
+    npy_prefixes = [p for p, t in _PREFIXES if t == ct.NPY and p.startswith(b"\x93NUMPY")]
+    tiff_prefixes = {p[:4] for p, t in _PREFIXES if t == "image/tiff"}
+    assert npy_prefixes and tiff_prefixes == {b"II*\x00", b"MM\x00*"}
+    # the prefixes are what real files start with, under types their decoders are found for
+    np.testing.assert_array_equal(
+        codecs.decode(_NPY_HEADER + np.zeros(6, "<f4").tobytes(), ct.NPY, None), np.zeros((2, 3))
+    )
+    tiff = image_bytes("TIFF", (20, 10))
+    assert tiff[:4] in tiff_prefixes
+    decoded = codecs.decode(tiff, "image/tiff", None)
+    assert isinstance(decoded, ImageBatch) and decoded.images[0].size == (20, 10)
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(
-    body=_bodies(), content_type=st.sampled_from(_CONTENT_TYPES), target=st.sampled_from([None, 32])
-)
+@given(sample=_requests(), target=st.sampled_from([None, 32]))
 def test_decode_returns_or_raises_a_client_error(
-    body: bytes, content_type: str, target: int | None
+    sample: tuple[bytes, str], target: int | None
 ) -> None:
+    body, content_type = sample
     try:
         decoded = codecs.decode(body, content_type, target)
     except ScorerError as exc:

@@ -18,7 +18,13 @@ from PIL import Image
 from scorer.errors import BadRequestError, ModelLoadError, UnsupportedAcceptError
 from scorer.inference import content_types as ct
 from scorer.inference.codecs import ImageBatch
-from scorer.inference.defaults import CreativeScoringDefaults, Scores, input_spec_of
+from scorer.inference.defaults import (
+    CreativeScoringDefaults,
+    Scores,
+    declared_input,
+    input_spec_of,
+)
+from scorer.inference.dry_run import rejected_input
 from scorer.inference.image_pool import SERIAL, ImagePool
 from scorer.inference.images import decode_image, preprocess_images
 from scorer.models.loading import LoadedModel, load_model
@@ -189,6 +195,177 @@ def test_predict_fn_tensor_the_model_rejects_is_400(affine: tuple) -> None:
         fns.predict_fn(torch.ones(2, 3), model)
     assert info.value.message.startswith("input tensor of shape (2, 3) was rejected by the model: ")
     assert "\n" not in info.value.message
+
+
+def test_predict_fn_names_the_operator_that_refused_the_tensor(affine: tuple) -> None:
+    fns, model = affine  # a bare TorchScript model declares no input: a dry run finds the fault
+    with pytest.raises(BadRequestError) as info:
+        fns.predict_fn(torch.ones(2, 3), model)
+    reason = info.value.message.removeprefix(
+        "input tensor of shape (2, 3) was rejected by the model: "
+    )
+    assert "[2, 3]" in reason and "[4, 2]" in reason  # the input's and the weight's shapes
+    assert "TorchScript" not in reason  # not the interpreter's generic first line
+
+
+def test_predict_fn_empty_tensor_is_400_before_the_forward_pass() -> None:
+    calls: list[torch.Tensor] = []
+    with pytest.raises(BadRequestError) as info:
+        defaults().predict_fn(torch.ones(0, 4), calls.append)
+    assert info.value.message == "input tensor of shape (0, 4) is empty"
+    assert calls == []
+
+
+class Recording(torch.nn.Module):
+    """A network that records what it is given and answers like the creative model."""
+
+    def __init__(self, network: Any) -> None:
+        super().__init__()
+        self.network = network
+        self.seen: list[tuple[tuple[int, ...], torch.dtype]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append((tuple(x.shape), x.dtype))
+        out: torch.Tensor = self.network(x)
+        return out
+
+
+def recording(model: LoadedModel) -> tuple[LoadedModel, Recording]:
+    network = Recording(model.network)
+    return LoadedModel(network=network, spec=model.spec, device=CPU, source="x"), network
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 4), (3, 64, 64), (1, 1, 64, 64), (1, 4, 64, 64), (2, 3, 32, 32), (1, 3, 64, 65)],
+)
+def test_tensor_not_the_declared_input_is_400_before_the_forward_pass(
+    creative: tuple, shape: tuple[int, ...]
+) -> None:
+    fns, model = creative  # its spec.json declares 64x64 RGB images
+    model, network = recording(model)
+    with pytest.raises(BadRequestError) as info:
+        fns.predict_fn(torch.zeros(shape), model)
+    assert info.value.message == (
+        f"input tensor of shape {shape} was rejected by the model: its spec declares "
+        "(batch, 3, 64, 64) images"
+    )
+    assert network.seen == []
+
+
+def test_declared_input_of_another_dtype_is_cast_to_float32(creative: tuple) -> None:
+    fns, model = creative
+    model, network = recording(model)
+    batch = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    out = fns.predict_fn(batch.double(), model)
+    assert network.seen == [((2, 3, 64, 64), torch.float32)]
+    with torch.inference_mode():
+        expected = model.network.network(batch)
+    torch.testing.assert_close(out, expected)
+
+
+def test_declared_input_of_complex_numbers_is_400(creative: tuple) -> None:
+    fns, model = creative
+    with pytest.raises(BadRequestError) as info:
+        fns.predict_fn(torch.zeros(1, 3, 64, 64, dtype=torch.complex64), model)
+    assert info.value.message == (
+        "input tensor of dtype complex64 was rejected by the model: it takes real numbers"
+    )
+
+
+class Faulty(torch.nn.Module):
+    """Raises ``error`` from its forward pass, whatever the input."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__()
+        self.error = error
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise self.error
+
+
+def cuda_oom() -> torch.OutOfMemoryError:
+    return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+def declared_faulty(model: LoadedModel, error: BaseException) -> LoadedModel:
+    return LoadedModel(network=Faulty(error), spec=model.spec, device=CPU, source="x")
+
+
+@pytest.mark.parametrize("error", [cuda_oom(), MemoryError("host memory exhausted")])
+@pytest.mark.parametrize("declares_input", [True, False])
+def test_out_of_memory_in_the_forward_pass_is_not_the_clients_fault(
+    creative: tuple, error: BaseException, declares_input: bool
+) -> None:
+    fns, model = creative
+    faulty = declared_faulty(model, error) if declares_input else Faulty(error)
+    assert (declared_input(faulty) is not None) == declares_input
+    with pytest.raises(type(error)) as info:  # the handler answers 507 (test_handler_service)
+        fns.predict_fn(torch.zeros(1, 3, 64, 64), faulty)
+    assert info.value is error
+
+
+def test_internal_fault_on_the_declared_input_is_the_models(creative: tuple) -> None:
+    fns, model = creative
+    error = RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR")
+    with pytest.raises(RuntimeError) as info:  # a 500 at the handler, never a 400
+        fns.predict_fn(torch.zeros(1, 3, 64, 64), declared_faulty(model, error))
+    assert info.value is error
+
+
+class ValueDependent(torch.nn.Module):
+    """Takes any (batch, 4) tensor but fails inside on some values: a model fault."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x < 0).any()):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return x * 2
+
+
+class ScriptedFault(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 4:
+            raise RuntimeError("scripted model's own check failed")
+        return x
+
+
+@pytest.mark.parametrize(
+    "make_model",
+    [
+        lambda: Faulty(RuntimeError("internal: weights not initialised")),
+        ValueDependent,
+        lambda: torch.jit.script(ScriptedFault()),
+    ],
+    ids=["raises", "value-dependent", "torchscript-raises"],
+)
+def test_internal_fault_of_a_model_declaring_no_input_is_the_models(
+    make_model: Callable[[], Any],
+) -> None:
+    model = make_model()
+    assert declared_input(model) is None
+    # a RuntimeError (a torch.jit.Error from TorchScript's raise): a 500 at the handler, not 400
+    with pytest.raises((RuntimeError, torch.jit.Error)) as info:
+        defaults().predict_fn(torch.full((2, 4), -1.0), model)
+    assert not isinstance(info.value, BadRequestError)
+
+
+def test_a_model_declaring_no_input_serves_what_it_takes() -> None:
+    assert defaults().predict_fn(torch.ones(2, 4), ValueDependent()).tolist() == [[2.0] * 4] * 2
+
+
+def test_a_bare_program_declares_no_input_and_a_spec_does(creative: tuple, affine: tuple) -> None:
+    assert declared_input(affine[1]) is None
+    assert declared_input(creative[1]) is creative[1].spec.input
+    assert declared_input(lambda x: x) is None
+
+
+def test_dry_run_refusal_is_about_shapes_not_values() -> None:
+    # the forward pass is repeated on a fake tensor: a shape the model cannot take is named,
+    # a tensor it takes (whatever the values) is not
+    assert rejected_input(torch.nn.Linear(4, 2), torch.ones(2, 3)) is not None
+    assert rejected_input(torch.nn.Linear(4, 2), torch.ones(2, 4)) is None
+    assert rejected_input(ValueDependent(), torch.full((2, 4), -1.0)) is None
+    assert rejected_input(Faulty(RuntimeError("x")), torch.ones(2, 4)) is None
 
 
 def test_predict_fn_passes_other_data_to_the_model_untouched() -> None:

@@ -60,6 +60,34 @@ def output_fn(prediction, accept, context):
 """
 
 
+# A model_fn-only script (the default tensor chain serves it): the spec's model (16x16 RGB
+# input declared), whose forward pass fails by the input's first value, as models do inside.
+FAULTY_MODEL = """
+from pathlib import Path
+
+import torch
+from scorer.models.loading import load_model
+
+class Faulty(torch.nn.Module):
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x):
+        first = float(x.flatten()[0])
+        if first == 1.0:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        if first == 2.0:
+            raise RuntimeError("secret-detail-42: CUDA error: an illegal memory access")
+        return self.network(x)
+
+def model_fn(model_dir):
+    model = load_model(Path(model_dir), torch.device("cpu"), name="f")
+    model.network = Faulty(model.network)
+    return model
+"""
+
+
 def env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return {
         "SCORER_DEVICE": "cpu",
@@ -128,6 +156,21 @@ def hooks(tmp_path_factory: pytest.TempPathFactory, restore_imports: None) -> Ha
     service = HandlerService(load_config(env(root)), "h", model_dir, None)
     service.initialize()
     return service
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory: pytest.TempPathFactory, restore_imports: None) -> HandlerService:
+    root = tmp_path_factory.mktemp("faulty")
+    model_dir = add_code(creative_model_dir(root, "f", size=16), FAULTY_MODEL)
+    service = HandlerService(load_config(env(root)), "f", model_dir, None)
+    service.initialize()
+    return service
+
+
+def tensor_request(shape: tuple[int, ...], first: float = 0.5) -> dict[str, Any]:
+    values = torch.full(shape, 0.5)
+    values.view(-1)[0] = first
+    return mms_request(json.dumps(values.tolist()), ct.JSON)
 
 
 # --- loading ------------------------------------------------------------------------------------
@@ -352,6 +395,45 @@ def test_out_of_memory_is_507(hooks: HandlerService, mode: str) -> None:
     assert body["type"] == "InsufficientMemoryError"
     assert body["message"] == "model h ran out of memory scoring this request"
     assert "20 GiB" not in responses[0].decode()
+
+
+def test_cuda_out_of_memory_in_the_default_tensor_forward_pass_is_507(
+    faulty: HandlerService,
+) -> None:
+    responses, ctx = call(faulty, tensor_request((1, 3, 16, 16), first=1.0))
+    body = error_body(responses[0])
+    assert status(ctx)[0] == 507
+    assert (body["code"], body["type"]) == (507, "InsufficientMemoryError")
+    assert body["message"] == "model f ran out of memory scoring this request"
+    assert "20.00 GiB" not in responses[0].decode()
+
+
+def test_internal_fault_in_the_default_tensor_forward_pass_is_500(faulty: HandlerService) -> None:
+    responses, ctx = call(faulty, tensor_request((1, 3, 16, 16), first=2.0))
+    body = error_body(responses[0])
+    assert status(ctx)[0] == 500
+    assert (body["code"], body["type"]) == (500, "ScorerError")
+    assert body["message"] == "internal error while scoring with model f; see the model server log"
+    assert "secret-detail-42" not in responses[0].decode()
+
+
+def test_tensor_not_the_declared_input_is_400_naming_the_shape(faulty: HandlerService) -> None:
+    responses, ctx = call(faulty, tensor_request((1, 3, 8, 8), first=1.0))  # never reaches OOM
+    body = error_body(responses[0])
+    assert status(ctx)[0] == 400
+    assert body["message"] == (
+        "input tensor of shape (1, 3, 8, 8) was rejected by the model: its spec declares "
+        "(batch, 3, 16, 16) images"
+    )
+
+
+def test_the_faulty_model_serves_its_declared_input(faulty: HandlerService) -> None:
+    responses, ctx = call(
+        faulty, tensor_request((2, 3, 16, 16)), tensor_request((1, 3, 16, 16), 2.0)
+    )
+    assert [status(ctx, i)[0] for i in range(2)] == [200, 500]
+    scores = json.loads(responses[0])
+    assert len(scores) == 2 and all(len(row) == 2 for row in scores)
 
 
 # --- custom attributes --------------------------------------------------------------------------

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
+import pytest
+
+from scorer.modelserver import inflight
 from scorer.modelserver.inflight import InflightCounter, drain, in_flight
 
 
@@ -37,13 +39,34 @@ def test_files_of_dead_workers_are_ignored_and_removed(tmp_path: Path) -> None:
     assert not stale.path.exists()
 
 
-def test_drain_waits_for_the_last_request(tmp_path: Path) -> None:
+def test_drain_waits_for_the_last_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     counter = InflightCounter(tmp_path)
     counter.add(1)
-    threading.Timer(0.3, counter.add, args=(-1,)).start()
-    began = time.monotonic()
-    assert drain(tmp_path, timeout=10, quiet=0.1)
-    assert time.monotonic() - began >= 0.3
+    counts: list[int] = []
+    busy_seen = threading.Event()
+
+    def watched(directory: Path) -> int:
+        counts.append(in_flight(directory))
+        if counts.count(1) >= 3:
+            busy_seen.set()
+        return counts[-1]
+
+    monkeypatch.setattr(inflight, "in_flight", watched)
+    drained: list[bool] = []
+    drainer = threading.Thread(
+        target=lambda: drained.append(drain(tmp_path, timeout=120, quiet=0.05, poll=0.01))
+    )
+    drainer.start()
+    try:
+        while drainer.is_alive() and not busy_seen.wait(timeout=0.05):
+            pass  # until drain has seen the request in flight three times, or returned
+        assert busy_seen.is_set(), counts
+        assert drained == []  # drain saw the request in flight, three times, and kept waiting
+    finally:
+        counter.add(-1)  # the last request finishes
+        drainer.join(timeout=120)
+    assert drained == [True]
+    assert counts[:3] == [1, 1, 1] and counts[-1] == 0
 
 
 def test_drain_gives_up_at_its_timeout(tmp_path: Path) -> None:

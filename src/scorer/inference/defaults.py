@@ -9,7 +9,11 @@ Each is used unless the model archive's ``code/inference.py`` defines its own:
   a batch per request) or tensors (JSON arrays, CSV, NPY), see :mod:`codecs`; the chain
   passes the loaded model's input spec so JPEGs are decoded at the size it needs;
 * ``predict_fn(data, model)``: the whole request batch in one forward pass under
-  ``torch.inference_mode()``, preprocessed per the model's own input spec;
+  ``torch.inference_mode()``, preprocessed per the model's own input spec. A tensor is
+  checked against the input the model declares before the pass (400 naming the shape);
+  a failure inside the pass is the model's (500), unless the model declares no input and a
+  dry run on the tensor's shape alone shows it cannot take it (400, :mod:`dry_run`).
+  Running out of memory propagates (the handler answers 507);
 * ``output_fn(prediction, accept)``: :func:`codecs.encode`: ``{"scores": [{head: value}],
   "model", "version"}`` for images; tensors are encoded as-is, as the AWS PyTorch toolkit
   does.
@@ -30,18 +34,62 @@ import torch
 from scorer.errors import BadRequestError, ModelLoadError
 from scorer.inference import codecs
 from scorer.inference.codecs import ImageBatch, Scores
+from scorer.inference.dry_run import rejected_input
 from scorer.inference.image_pool import SERIAL, ImagePool
 from scorer.inference.images import decode_target, preprocess_images
 from scorer.models.loading import LoadedModel, default_spec, load_model
 from scorer.models.spec import InputSpec
 
-__all__ = ["CreativeScoringDefaults", "Scores", "input_spec_of"]
+__all__ = ["CreativeScoringDefaults", "Scores", "declared_input", "input_spec_of"]
+
+# Out of memory is a RuntimeError too; it is never the client's fault (the handler: 507).
+MEMORY_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryError)
+# What a forward pass raises when it cannot take the tensor it was given.
+_FORWARD_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, TypeError, IndexError)
+_INTEGER_DTYPES = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64})
 
 
 def input_spec_of(model: Any) -> InputSpec:
     """The input spec a model carries: a :class:`LoadedModel`'s own; the ImageNet default
     (224x224) for anything else a user's ``model_fn`` returns."""
     return model.spec.input if isinstance(model, LoadedModel) else InputSpec()
+
+
+def declared_input(model: Any) -> InputSpec | None:
+    """The input a model declares: the image input of a model loaded with a ``spec.json``
+    (a ``(batch, 3, size, size)`` float tensor); None for a model that declares none.
+
+    A bare TorchScript or ``torch.export`` program is served with :func:`default_spec`, an
+    assumption rather than a declaration (it may take any tensor), and anything a user's
+    ``model_fn`` returns declares nothing.
+    """
+    if not isinstance(model, LoadedModel):
+        return None
+    spec = model.spec
+    if spec == default_spec(spec.name, heads=len(spec.heads)):
+        return None
+    return spec.input
+
+
+def _shape(data: torch.Tensor) -> tuple[int, ...]:
+    return tuple(int(n) for n in data.shape)
+
+
+def _check_declared(data: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    """``data`` as the float32 image batch ``spec`` declares; 400 naming the shape if not."""
+    size = spec.size
+    expected = (3, size, size)
+    if data.ndim != 4 or _shape(data)[1:] != expected:
+        raise BadRequestError(
+            f"input tensor of shape {_shape(data)} was rejected by the model: its spec "
+            f"declares (batch, 3, {size}, {size}) images"
+        )
+    if not (data.is_floating_point() or data.dtype in _INTEGER_DTYPES):
+        raise BadRequestError(
+            f"input tensor of dtype {str(data.dtype).removeprefix('torch.')} was rejected by "
+            "the model: it takes real numbers"
+        )
+    return data.float()
 
 
 class CreativeScoringDefaults:
@@ -122,18 +170,31 @@ class CreativeScoringDefaults:
         if not isinstance(data, torch.Tensor):
             with torch.inference_mode():
                 return model(data)
+        return self._forward_tensor(data, model)
+
+    def _forward_tensor(self, data: torch.Tensor, model: Any) -> Any:
+        """One forward pass on a request tensor; 400 only when the input provably does not
+        fit the model: checked against what it declares before the pass, or, for a model
+        that declares nothing, by a dry run on the tensor's shape after the pass failed."""
+        if data.numel() == 0:
+            raise BadRequestError(f"input tensor of shape {_shape(data)} is empty")
+        declared = declared_input(model)
+        if declared is not None:
+            data = _check_declared(data, declared)
         data = data.to(self.device)
         try:
             with torch.inference_mode():
                 return model(data)
-        except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-            # the tensor's shape and values are the client's: a model that rejects them
-            # answers 400 with the reason, not a server fault
-            first = (
-                str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            )
+        except MEMORY_ERRORS:
+            raise  # a server fault: the handler answers 507
+        except _FORWARD_ERRORS:
+            if declared is not None:
+                raise  # the input is what the model declares: its own fault (500)
+            reason = rejected_input(model, data)
+            if reason is None:
+                raise  # not provably the input's fault: a server fault (500)
             raise BadRequestError(
-                f"input tensor of shape {tuple(data.shape)} was rejected by the model: {first}"
+                f"input tensor of shape {_shape(data)} was rejected by the model: {reason}"
             ) from None
 
     def _scores(self, out: Any, model: Any) -> Scores:
