@@ -137,3 +137,10 @@ class ModelServerStartError(ScorerError):
     """The model server exited or did not become ready (single model: the model failed)."""
 
     status_code = HTTPStatus.SERVICE_UNAVAILABLE
+
+
+class InvalidLoadRequestError(ModelLoadError):
+    """A multi-model load the caller got wrong: a url outside ``SCORER_MODELS_ROOT`` or an
+    unsafe model name. Retrying it never helps, so it is a 400, not a server fault."""
+
+    status_code = HTTPStatus.BAD_REQUEST

@@ -8,7 +8,6 @@ import socket
 import struct
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -125,21 +124,48 @@ def test_header_with_cr_lf_is_refused_and_the_server_survives(server: str) -> No
         b"X-Amzn-SageMaker-Custom-Attributes: a=1\rinjected: yes\r\n"
         b"Content-Length: 4\r\n\r\nabcd"
     )
+    reply = b""
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(raw)
-        reply = sock.recv(4096)
-    status = int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else 400
-    assert 400 <= status < 500
+        try:
+            while b"\r\n" not in reply:  # the status line, however the reply is split
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+        except ConnectionResetError:
+            pytest.fail(f"the connection was reset instead of answered (got {reply!r})")
+    # a dropped connection (no reply) fails here: only an HTTP 400 answer passes
+    assert reply.startswith(b"HTTP/1.1 "), f"no HTTP reply, the connection was dropped: {reply!r}"
+    status = int(reply.split(b" ", 2)[1])
+    assert status == 400, reply[:200]
     assert_alive(server)
 
 
-def test_unsafe_model_name_is_refused(server: str, tmp_path: Path) -> None:
+OPEN_DEFECT_5 = (
+    "#21 defect 5, open: MMS 1.1.11 answers every failed POST /models 500 'Failed to start "
+    "workers' (ManagementRequestHandler); the worker records 400 for this load"
+)
+
+
+def _load_unsafe_name(server: str) -> tuple[httpx.Response, list[str]]:
     with httpx.Client(base_url=server, timeout=120) as client:
         response = client.post("/models", json={"model_name": "..%2F..%2Fx", "url": "/"})
-        assert response.status_code >= 400
         names = [m["modelName"] for m in client.get("/models").json()["models"]]
+    return response, names
+
+
+def test_unsafe_model_name_is_refused(server: str) -> None:
+    response, names = _load_unsafe_name(server)
+    assert response.status_code != 200 and "Traceback" not in response.text
     assert names == ["creative", "tensor"]
     assert_alive(server)
+
+
+@pytest.mark.xfail(strict=True, reason=OPEN_DEFECT_5)
+def test_unsafe_model_name_is_a_4xx(server: str) -> None:
+    response, _ = _load_unsafe_name(server)
+    assert 400 <= response.status_code < 500, response.text
 
 
 @settings(

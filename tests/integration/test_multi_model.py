@@ -397,8 +397,19 @@ def test_out_of_memory_at_load_is_507_and_leaves_nothing_registered(
 def test_model_url_outside_models_root_is_refused(client: httpx.Client, tmp_path: Path) -> None:
     outside = creative_model_dir(tmp_path, "outside")
     response = load(client, "outside", outside)
-    assert response.status_code >= 400
+    assert response.status_code != 200 and "Traceback" not in response.text
     assert client.get("/models/outside").status_code == 404
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="#21 defect 5, open: MMS 1.1.11 answers every failed POST /models 500 'Failed to "
+    "start workers' (ManagementRequestHandler); the worker records 400 for this load",
+)
+def test_model_url_outside_models_root_is_a_4xx(client: httpx.Client, tmp_path: Path) -> None:
+    outside = creative_model_dir(tmp_path, "outside-4xx")
+    response = load(client, "outside-4xx", outside)
+    assert 400 <= response.status_code < 500, response.text
 
 
 def test_each_model_gets_its_own_requirements(

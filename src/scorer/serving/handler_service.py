@@ -32,6 +32,7 @@ from scorer.config import ServerConfig, load_config
 from scorer.errors import (
     DeadlineExceededError,
     InsufficientMemoryError,
+    InvalidLoadRequestError,
     ModelLoadError,
     RequestTimeoutError,
     ScorerError,
@@ -83,17 +84,20 @@ class HandlerService:
         self.inflight: InflightCounter | None = None
 
     def check_model_dir(self) -> None:
-        """In multi-model mode, only safe names and directories under the models root load."""
+        """In multi-model mode, only safe names and directories under the models root load.
+
+        Anything else is the caller's error: :class:`InvalidLoadRequestError` (400).
+        """
         if not self.config.multi_model:
             return
         if not SAFE_MODEL_NAME.match(self.model_name):
-            raise ModelLoadError(
+            raise InvalidLoadRequestError(
                 f"model name {self.model_name!r} is not a safe identifier "
                 "(letters, digits, '_', '-', '.'; at most 128 characters)"
             )
         root = self.config.models_root.resolve()
         if not self.model_dir.resolve().is_relative_to(root):
-            raise ModelLoadError(
+            raise InvalidLoadRequestError(
                 f"model url {self.model_dir} is outside the models root {root} "
                 f"(set SCORER_MODELS_ROOT to change it)"
             )
