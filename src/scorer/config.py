@@ -50,6 +50,8 @@ PIP_ARGS = "SCORER_PIP_ARGS"  # extra pip arguments for per-model installs
 MODEL_LOAD_TIMEOUT = "SCORER_MODEL_LOAD_TIMEOUT"  # seconds one model load may take
 WORKER_MEMORY_LIMIT_MB = "SCORER_WORKER_MEMORY_LIMIT_MB"  # auto | off | MB per worker
 WORKER_ZYGOTE = "SCORER_WORKER_ZYGOTE"  # fork model workers from a pre-warmed process
+MAX_BATCH_SIZE = "SCORER_MAX_BATCH_SIZE"  # requests one forward pass may take (MMS batch)
+MAX_BATCH_DELAY_MS = "SCORER_MAX_BATCH_DELAY_MS"  # how long MMS gathers a batch
 MMS_PLUGINS = "SCORER_MMS_PLUGINS"  # folder of scorer's MMS plugin jars (/ping, ...)
 MMS_LOG_CONFIG = "SCORER_MMS_LOG_CONFIG"  # MMS's log4j2 configuration file
 
@@ -69,6 +71,8 @@ LOCAL_PORT = "SCORER_LOCAL_PORT"
 LOCAL_MODEL_SERVER_URL = "SCORER_LOCAL_MODEL_SERVER_URL"
 
 SAGEMAKER_PAYLOAD_LIMIT = 6 * 1024 * 1024  # InvokeEndpoint Body maximum (botocore model)
+DEFAULT_MAX_BATCH_SIZE = 8  # requests per forward pass; bench/README.md has the measurement
+DEFAULT_MAX_BATCH_DELAY_MS = 5  # MMS waits this long for a batch to fill
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ class ServerConfig:
     max_payload_in_mb: int
     mms_plugins_dir: Path | None = None
     mms_log_config: Path | None = None
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
 
     @property
     def packages_dir(self) -> Path:
@@ -268,9 +274,21 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         batch_strategy=env.get(BATCH_STRATEGY, "MULTI_RECORD"),
         max_concurrent_transforms=concurrent,
         max_payload_in_mb=payload_mb,
+        max_batch_size=_required_int(env, MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_SIZE, 1, 1024),
+        max_batch_delay_ms=_required_int(
+            env, MAX_BATCH_DELAY_MS, DEFAULT_MAX_BATCH_DELAY_MS, 0, 60_000
+        ),
         mms_plugins_dir=_optional_path(env, MMS_PLUGINS),
         mms_log_config=_optional_path(env, MMS_LOG_CONFIG),
     )
+
+
+def _required_int(
+    environ: Mapping[str, str], key: str, default: int, minimum: int, maximum: int
+) -> int:
+    value = _int(environ, key, default, minimum=minimum, maximum=maximum)
+    assert value is not None
+    return value
 
 
 def _optional_path(environ: Mapping[str, str], key: str) -> Path | None:
@@ -310,6 +328,8 @@ def to_environ(config: ServerConfig) -> dict[str, str]:
         BATCH_STRATEGY: config.batch_strategy,
         MAX_CONCURRENT_TRANSFORMS: str(config.max_concurrent_transforms),
         MAX_PAYLOAD_IN_MB: str(config.max_payload_in_mb),
+        MAX_BATCH_SIZE: str(config.max_batch_size),
+        MAX_BATCH_DELAY_MS: str(config.max_batch_delay_ms),
         SAFE_PORT_RANGE: "",
         MODEL_SERVER_WORKERS: "",
         THREADS_PER_WORKER: "",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scorer import config as cfg
-from scorer.config import ServerConfig, load_config
+from scorer.config import ServerConfig, load_config, to_environ
 from scorer.errors import ConfigError, ScorerError
 
 
@@ -204,3 +204,37 @@ def test_worker_memory_limit(raw: str | None, expected: str) -> None:
 def test_worker_memory_limit_refuses_nonsense(raw: str) -> None:
     with pytest.raises(ConfigError, match=cfg.WORKER_MEMORY_LIMIT_MB):
         load_config({cfg.WORKER_MEMORY_LIMIT_MB: raw})
+
+
+def test_to_environ_round_trips_through_load_config(tmp_path: Path) -> None:
+    """What MMS's workers read back is exactly what the parent derived."""
+    plain = load_config({})
+    assert load_config(to_environ(plain)) == plain
+    custom = dataclasses.replace(
+        load_config(
+            {
+                "SAGEMAKER_MULTI_MODEL": "true",
+                "SAGEMAKER_SAFE_PORT_RANGE": "9000-9100",
+                "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+                "SAGEMAKER_MODEL_SERVER_TIMEOUT": "7",
+                "SCORER_PIP_ARGS": "--no-index --find-links /wheels",
+                "SCORER_THREADS_PER_WORKER": "3",
+                "SCORER_MMS_PLUGINS": str(tmp_path / "plugins"),
+                "SCORER_MAX_BATCH_SIZE": "16",
+                "SCORER_MAX_BATCH_DELAY_MS": "0",
+                "SCORER_WORKER_MEMORY_LIMIT_MB": "512",
+            }
+        ),
+        port=21234,
+        run_dir=tmp_path / "run",
+    )
+    assert load_config(to_environ(custom)) == custom
+    assert to_environ(custom)["SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"] == "7"
+
+
+def test_batch_settings_are_checked() -> None:
+    assert load_config({}).max_batch_size == 8
+    with pytest.raises(ConfigError, match="SCORER_MAX_BATCH_SIZE"):
+        load_config({"SCORER_MAX_BATCH_SIZE": "0"})
+    with pytest.raises(ConfigError, match="SCORER_MAX_BATCH_DELAY_MS"):
+        load_config({"SCORER_MAX_BATCH_DELAY_MS": "-1"})

@@ -29,6 +29,8 @@ def test_single_model_properties(tmp_path: Path) -> None:
     assert props["model_store"] == "/"
     assert props["default_service_handler"] == "scorer.serving.handler_service:handle"
     assert props["load_models"] == "model=/srv/model"
+    assert props["scorer_max_batch_size"] == "8"
+    assert props["scorer_max_batch_delay_ms"] == "5"
     assert props["scorer_multi_model"] == "false"
     assert props["default_workers_per_model"] == "1"
     assert props["decode_input_request"] == "false"

@@ -71,8 +71,13 @@ def properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> dict[str,
         "scorer_max_payload_in_mb": str(config.max_payload_in_mb),
         "scorer_batch_strategy": config.batch_strategy,
         "scorer_load_failures_dir": str(config.load_failures_dir),
+        # defaults for models registered without batch settings (SageMaker's load call)
+        "scorer_max_batch_size": str(config.max_batch_size),
+        "scorer_max_batch_delay_ms": str(config.max_batch_delay_ms),
     }
     if not config.multi_model:
+        # a startup model: MMS registers it with batch size 1 (ModelServer.initModelStore)
+        # and /invocations finds it only among its startup models
         props["load_models"] = f"{SINGLE_MODEL_NAME}={config.model_dir}"
     plugins = plugins_dir(config)
     if plugins is not None:
