@@ -14,21 +14,32 @@ Its state and contracts:
 * ``output_fn``/``transform_fn`` return bytes, a string, any value, or ``(value,
   content_type)``; :func:`codecs.encode` turns that into the body, the one encoding step;
 * threads for image work come from the :class:`~scorer.inference.image_pool.ImagePool`
-  the defaults were built with, never from process-wide state.
+  the defaults were built with, never from process-wide state;
+* an MMS batch of requests goes through :mod:`scorer.inference.batching`, which runs the
+  same steps (:meth:`Chain.accept_for`, ``input_fn``, one forward for the images of all
+  requests, :meth:`Chain.respond`) when :attr:`Chain.batching` allows, and
+  :meth:`Chain.transform` per request otherwise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from scorer.errors import UnsupportedAcceptError
 from scorer.inference import codecs
 from scorer.inference import content_types as ct
 from scorer.inference.context import RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults, input_spec_of
-from scorer.inference.user_module import Hook, load_user_module, make_hook, user_hooks
+from scorer.inference.user_module import (
+    Hook,
+    load_user_module,
+    make_hook,
+    user_batch_hook,
+    user_hooks,
+)
 from scorer.models.spec import InputSpec
 
 
@@ -44,7 +55,11 @@ class Chain:
     """A model's hooks (user-defined where given, scorer's defaults otherwise) and the model."""
 
     def __init__(
-        self, defaults: CreativeScoringDefaults, user: dict[str, Hook], default_accept: str
+        self,
+        defaults: CreativeScoringDefaults,
+        user: dict[str, Hook],
+        default_accept: str,
+        batch_predict_fn: Callable[..., Any] | None = None,
     ) -> None:
         self.defaults = defaults
         self.user = user
@@ -55,6 +70,7 @@ class Chain:
         self.predict_fn = user.get("predict_fn") or make_hook("predict_fn", defaults.predict_fn)
         self.output_fn = user.get("output_fn") or make_hook("output_fn", defaults.output_fn)
         self.transform_fn = user.get("transform_fn")
+        self.batch_predict_fn = batch_predict_fn
 
     @classmethod
     def for_model_dir(
@@ -67,12 +83,26 @@ class Chain:
     ) -> Chain:
         """Build the chain for a model directory, importing its ``code/<program>`` if any."""
         module = load_user_module(Path(model_dir) / "code", program)
-        return cls(defaults, user_hooks(module), default_accept)
+        return cls(defaults, user_hooks(module), default_accept, user_batch_hook(module))
 
     @property
     def customised(self) -> list[str]:
         """Names of the hooks the user's script overrides."""
-        return sorted(self.user)
+        return sorted([*self.user, *(["batch_predict_fn"] if self.batch_predict_fn else [])])
+
+    @property
+    def batching(self) -> Literal["default", "user", "none"]:
+        """How an MMS batch of requests runs: ``"user"`` through the user's
+        ``batch_predict_fn``; ``"default"`` (no user ``input_fn``/``predict_fn``/
+        ``output_fn``/``transform_fn``) the images of all requests in one forward pass;
+        ``"none"``: :meth:`transform` per request, as the AWS toolkit does."""
+        if self.batch_predict_fn is not None:
+            return "user"
+        if self.transform_fn is None and not {"input_fn", "predict_fn", "output_fn"} & set(
+            self.user
+        ):
+            return "default"
+        return "none"
 
     @property
     def input_spec(self) -> InputSpec:
@@ -101,17 +131,33 @@ class Chain:
             f"unsupported Accept {header!r}; supported: {', '.join(supported)}"
         )
 
+    def accept_for(self, context: RequestContext) -> str:
+        """The response type for a request's Accept header (406 when none fits)."""
+        return self._accept(context.accept)
+
+    def decode(self, body: bytes, context: RequestContext) -> Any:
+        """``input_fn`` on a request's body, by its bare content type."""
+        return self.input_fn(body, content_type_of(context), context=context)
+
+    def respond(self, prediction: Any, accept: str, context: RequestContext) -> Response:
+        """``output_fn`` on a request's prediction, then the one encoding step."""
+        return _respond(self.output_fn(prediction, accept, context=context), accept)
+
     def transform(self, body: bytes, context: RequestContext) -> Response:
         """Run one request through the chain."""
-        content_type = ct.media_type(context.content_type) or ct.OCTET_STREAM
-        accept = self._accept(context.accept)
+        accept = self.accept_for(context)
         if self.transform_fn is not None:
+            content_type = content_type_of(context)
             result = self.transform_fn(self.model, body, content_type, accept, context=context)
-        else:
-            data = self.input_fn(body, content_type, context=context)
-            prediction = self.predict_fn(data, self.model, context=context)
-            result = self.output_fn(prediction, accept, context=context)
-        return _respond(result, accept)
+            return _respond(result, accept)
+        data = self.decode(body, context)
+        prediction = self.predict_fn(data, self.model, context=context)
+        return self.respond(prediction, accept, context)
+
+
+def content_type_of(context: RequestContext) -> str:
+    """A request's bare media type (``application/octet-stream`` when it names none)."""
+    return ct.media_type(context.content_type) or ct.OCTET_STREAM
 
 
 def _respond(result: Any, accept: str) -> Response:

@@ -18,6 +18,9 @@ from scorer.errors import UserCodeError
 logger = logging.getLogger(__name__)
 
 HOOK_NAMES = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
+# The opt-in hook for MMS batches: ``batch_predict_fn(data_list, model, contexts)``, one
+# prediction per decoded request, in order (see :mod:`scorer.inference.batching`).
+BATCH_HOOK = "batch_predict_fn"
 # positional arguments each hook takes without the optional request context
 BASE_ARITY = {"model_fn": 1, "input_fn": 2, "predict_fn": 2, "output_fn": 2, "transform_fn": 4}
 
@@ -129,3 +132,30 @@ def user_hooks(module: ModuleType | None) -> dict[str, Hook]:
             "define either transform_fn or the input/predict/output functions"
         )
     return hooks
+
+
+def user_batch_hook(module: ModuleType | None) -> Callable[..., Any] | None:
+    """The module's ``batch_predict_fn(data_list, model, contexts)``, checked; None if absent.
+
+    Raises:
+        UserCodeError: it is combined with ``transform_fn`` (which leaves nothing to batch),
+            or it cannot take three positional arguments.
+    """
+    fn: Any = getattr(module, BATCH_HOOK, None) if module is not None else None
+    if not callable(fn):
+        return None
+    if callable(getattr(module, "transform_fn", None)):
+        raise UserCodeError(
+            f"code/inference.py defines {BATCH_HOOK} together with transform_fn; "
+            "define either transform_fn or the input/predict/output functions"
+        )
+    try:
+        inspect.signature(fn).bind(None, None, None)
+    except TypeError:
+        raise UserCodeError(
+            f"{BATCH_HOOK} must take 3 arguments (data_list, model, contexts)"
+        ) from None
+    except ValueError:
+        pass  # no signature to check (a builtin): trust it
+    batch_predict: Callable[..., Any] = fn
+    return batch_predict

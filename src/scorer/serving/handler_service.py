@@ -1,15 +1,17 @@
 """The Multi Model Server handler: MMS imports this module in each model worker process.
 
 MMS calls ``handle(None, context)`` once when the worker loads its model, then
-``handle(batch, context)`` per request batch. This module turns that into calls on the
-model's :class:`scorer.inference.chain.Chain` and maps errors to status codes once:
+``handle(batch, context)`` per request batch. This module hands the batch to the model's
+:class:`scorer.inference.batching.Batcher` (one forward pass for the images of all its
+requests, over :class:`scorer.inference.chain.Chain`), which answers each request with a
+response or an error, and maps errors to status codes once:
 
 * :class:`ScorerError` -> its 4xx/5xx status with a JSON ``{"code", "type", "message"}``;
 * host or CUDA out-of-memory -> 507 (load and invoke), as SageMaker's multi-model
   contract expects (MMS itself maps only ``MemoryError``);
-* a request still running after ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` seconds -> 504, and a
-  load still running after ``SCORER_MODEL_LOAD_TIMEOUT`` seconds fails with that reason
-  (:mod:`scorer.serving.bounded`);
+* a batch still running after ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` seconds -> 504 for each
+  of its requests, and a load still running after ``SCORER_MODEL_LOAD_TIMEOUT`` seconds
+  fails with that reason (:mod:`scorer.serving.bounded`);
 * anything else -> 500 with a generic message and the request id; the traceback goes to
   the log, never to the client.
 """
@@ -37,7 +39,8 @@ from scorer.errors import (
     RequestTimeoutError,
     ScorerError,
 )
-from scorer.inference.chain import Chain
+from scorer.inference.batching import Batcher, BatchRequest, Outcome
+from scorer.inference.chain import Chain, Response
 from scorer.inference.context import CUSTOM_ATTRIBUTES, MAX_CUSTOM_ATTRIBUTES, RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
 from scorer.modelserver import janitor, load_failures
@@ -81,6 +84,7 @@ class HandlerService:
         )
         self.chain: Chain | None = None
         self.runner = BoundedRunner()
+        self.batcher: Batcher | None = None  # the chain's, made on the first request
         self.inflight: InflightCounter | None = None
 
     def check_model_dir(self) -> None:
@@ -171,66 +175,87 @@ class HandlerService:
         return json.dumps(body).encode()
 
     def handle(self, batch: list[dict[str, Any]], mms_context: Any) -> list[bytes]:
-        """Score each request of an MMS batch; one response (or error body) per request."""
+        """Score an MMS batch; one response (or error body) per request, in order."""
         if self.inflight is None:
             return self._handle(batch, mms_context)
         with self.inflight.serving(len(batch)):
             return self._handle(batch, mms_context)
 
     def _handle(self, batch: list[dict[str, Any]], mms_context: Any) -> list[bytes]:
+        """The batch through :class:`Batcher` under one deadline; each outcome mapped to its
+        index of MMS's context (status, content type, custom attributes) and a body."""
         assert self.chain is not None
-        chain = self.chain
-        deadline = time.monotonic() + self.config.timeout_seconds
-        responses: list[bytes] = []
-        for idx, item in enumerate(batch):
-            ctx = self._request_context(mms_context, idx)
-            body = item.get("body")
-            if body is None:
-                body = next((v for v in item.values() if isinstance(v, (bytes, bytearray))), b"")
-            if isinstance(body, str):
-                body = body.encode()
-            work = functools.partial(chain.transform, bytes(body), ctx)
-            try:
-                response = self.runner.run(work, deadline - time.monotonic())
-            except DeadlineExceededError:
-                logger.error("request %s: no answer within %s s", ctx.request_id,
-                             self.config.timeout_seconds)  # fmt: skip
-                late = RequestTimeoutError(
-                    f"model {self.model_name} did not answer within "
-                    f"{self.config.timeout_seconds} s (SAGEMAKER_MODEL_SERVER_TIMEOUT)"
-                )
-                responses.append(self._error(mms_context, idx, late, ctx.request_id))
-                continue
-            except ScorerError as exc:
-                level = logging.WARNING if exc.status_code < 500 else logging.ERROR
-                logger.log(level, "request %s: %s %s", ctx.request_id, exc.status_code, exc.message)
-                responses.append(self._error(mms_context, idx, exc, ctx.request_id))
-                continue
-            except _OOM_ERRORS:
-                logger.exception("request %s: out of memory", ctx.request_id)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                oom = InsufficientMemoryError(
-                    f"model {self.model_name} ran out of memory scoring this request"
-                )
-                responses.append(self._error(mms_context, idx, oom, ctx.request_id))
-                continue
-            except Exception:
-                logger.exception("request %s: unexpected error in the chain", ctx.request_id)
-                internal = ScorerError(
-                    f"internal error while scoring with model {self.model_name}; "
-                    "see the model server log"
-                )
-                responses.append(self._error(mms_context, idx, internal, ctx.request_id))
-                continue
-            mms_context.set_response_content_type(idx, response.content_type)
-            if ctx.response_custom_attributes:
-                value = _remove_crlf(ctx.response_custom_attributes)[:MAX_CUSTOM_ATTRIBUTES]
-                mms_context.set_response_header(idx, CUSTOM_ATTRIBUTES, value)
-            responses.append(response.body)
+        if self.batcher is None or self.batcher.chain is not self.chain:
+            self.batcher = Batcher(self.chain)
+        requests = [
+            BatchRequest(_body(item), self._request_context(mms_context, idx))
+            for idx, item in enumerate(batch)
+        ]
+        outcomes: list[Outcome]
+        try:
+            outcomes = self.runner.run(
+                functools.partial(self.batcher.run, requests), self.config.timeout_seconds
+            )
+        except DeadlineExceededError:
+            logger.error("requests %s: no answer within %s s",
+                         ", ".join(r.context.request_id for r in requests),
+                         self.config.timeout_seconds)  # fmt: skip
+            late = RequestTimeoutError(
+                f"model {self.model_name} did not answer within "
+                f"{self.config.timeout_seconds} s (SAGEMAKER_MODEL_SERVER_TIMEOUT)"
+            )
+            outcomes = [late] * len(requests)
+        except Exception as exc:  # the batcher answers per request; this is a bug in it
+            logger.exception("batch of %d requests: unexpected error", len(requests))
+            outcomes = [exc] * len(requests)
+        responses = [
+            self._reply(mms_context, idx, request.context, outcome)
+            for idx, (request, outcome) in enumerate(zip(requests, outcomes, strict=True))
+        ]
         if self.runner.wedged:
             _exit_after_reply(self.model_name)
         return responses
+
+    def _reply(self, mms_context: Any, idx: int, ctx: RequestContext, outcome: Outcome) -> bytes:
+        """One request's outcome as MMS's response at ``idx``: the body, or an error's."""
+        if isinstance(outcome, Response):
+            mms_context.set_response_content_type(idx, outcome.content_type)
+            if ctx.response_custom_attributes:
+                value = _remove_crlf(ctx.response_custom_attributes)[:MAX_CUSTOM_ATTRIBUTES]
+                mms_context.set_response_header(idx, CUSTOM_ATTRIBUTES, value)
+            return outcome.body
+        if isinstance(outcome, RequestTimeoutError):
+            error: ScorerError = outcome
+        elif isinstance(outcome, ScorerError):
+            level = logging.WARNING if outcome.status_code < 500 else logging.ERROR
+            logger.log(level, "request %s: %s %s", ctx.request_id, outcome.status_code,
+                       outcome.message)  # fmt: skip
+            error = outcome
+        elif isinstance(outcome, _OOM_ERRORS):
+            logger.error("request %s: out of memory", ctx.request_id, exc_info=outcome)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            error = InsufficientMemoryError(
+                f"model {self.model_name} ran out of memory scoring this request"
+            )
+        else:
+            logger.error("request %s: unexpected error in the chain", ctx.request_id,
+                         exc_info=outcome)  # fmt: skip
+            error = ScorerError(
+                f"internal error while scoring with model {self.model_name}; "
+                "see the model server log"
+            )
+        return self._error(mms_context, idx, error, ctx.request_id)
+
+
+def _body(item: dict[str, Any]) -> bytes:
+    """A request's body from MMS's input dict (``body``, else its first bytes value)."""
+    body = item.get("body")
+    if body is None:
+        body = next((v for v in item.values() if isinstance(v, (bytes, bytearray))), b"")
+    if isinstance(body, str):
+        body = body.encode()
+    return bytes(body)
 
 
 def _exit_after_reply(model_name: str) -> None:
