@@ -1,10 +1,6 @@
 package ai.scorer.mms;
 
-import java.io.IOException;
-import java.io.InputStream;
 import java.lang.invoke.MethodHandles;
-import java.security.MessageDigest;
-import java.security.NoSuchAlgorithmException;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import software.amazon.ai.mms.servingsdk.ModelServerEndpoint;
@@ -26,7 +22,8 @@ import software.amazon.ai.mms.servingsdk.ModelServerEndpoint;
  *
  * <p>It only replaces the exact class it was written against (SHA-256 of MMS 1.1.11's
  * {@code ModelResponseDecoder.class}); any other MMS keeps its own decoder, with a warning in
- * the log. A failure never stops MMS from starting.
+ * the log. A failure never stops MMS from starting. The installing itself is shared with
+ * {@link BatchDefaults} ({@link MmsClassPatch}).
  */
 public class WorkerReplyDecoder extends ModelServerEndpoint {
 
@@ -46,26 +43,7 @@ public class WorkerReplyDecoder extends ModelServerEndpoint {
     static final String STATUS = install();
 
     static synchronized String install() {
-        String status;
-        try {
-            Class<?> anchor =
-                    Class.forName(ANCHOR, false, WorkerReplyDecoder.class.getClassLoader());
-            byte[] original = resource(anchor.getClassLoader(), TARGET.replace('.', '/') + ".class");
-            byte[] patch = resource(WorkerReplyDecoder.class.getClassLoader(), PATCH);
-            if (original == null || patch == null) {
-                status = "not installed: " + (original == null ? TARGET : PATCH) + " not found";
-            } else if (!REPLACED_SHA256.equals(sha256(original))) {
-                status = "not installed: MMS's " + TARGET + " is not the 1.1.11 one it replaces";
-            } else {
-                MethodHandles.privateLookupIn(anchor, MethodHandles.lookup()).defineClass(patch);
-                status = "installed";
-            }
-        } catch (LinkageError e) {
-            // MMS already loaded its own decoder: too late (a worker connected first)
-            status = "not installed: " + e;
-        } catch (ReflectiveOperationException | IOException | RuntimeException e) {
-            status = "not installed: " + e;
-        }
+        String status = MmsClassPatch.install(TARGET, ANCHOR, PATCH, REPLACED_SHA256);
         if ("installed".equals(status)) {
             logger.info("scorer: worker reply decoder {} (waits for split header frames)", status);
         } else {
@@ -74,23 +52,5 @@ public class WorkerReplyDecoder extends ModelServerEndpoint {
                     status);
         }
         return status;
-    }
-
-    static byte[] resource(ClassLoader loader, String name) throws IOException {
-        try (InputStream in = loader.getResourceAsStream(name)) {
-            return in == null ? null : in.readAllBytes();
-        }
-    }
-
-    static String sha256(byte[] data) {
-        try {
-            StringBuilder hex = new StringBuilder();
-            for (byte b : MessageDigest.getInstance("SHA-256").digest(data)) {
-                hex.append(String.format("%02x", b));
-            }
-            return hex.toString();
-        } catch (NoSuchAlgorithmException e) {
-            throw new IllegalStateException(e);
-        }
     }
 }
