@@ -73,3 +73,20 @@ def test_drain_gives_up_at_its_timeout(tmp_path: Path) -> None:
     counter = InflightCounter(tmp_path)
     counter.add(1)
     assert drain(tmp_path, timeout=0.2, quiet=0.1) is False
+
+
+def test_a_killed_workers_count_does_not_hold_a_drain(tmp_path: Path) -> None:
+    """A worker SIGKILLed mid-request leaves its count behind, and may stay a zombie."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        counter = InflightCounter(tmp_path, pid=child.pid)
+        counter.add(1)
+        assert in_flight(tmp_path) == 1
+        child.kill()
+        while Path(f"/proc/{child.pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+            pass  # dead, not reaped: a zombie
+        assert in_flight(tmp_path) == 0
+        assert drain(tmp_path, timeout=5.0, quiet=0.0)
+    finally:
+        child.kill()
+        child.wait()

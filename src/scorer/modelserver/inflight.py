@@ -56,13 +56,19 @@ class InflightCounter:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (killed, not yet reaped; in a container whose init
+    does not reap, never) is dead, so its last count cannot hold a drain up."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust the signal check
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def in_flight(directory: Path) -> int:
