@@ -13,19 +13,14 @@ properties (pinned), scorer's uses them, and without them keeps MMS's 1 and 100.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
-import mms
 import pytest
 
-from scorer.config import MMS_PLUGINS
-from scorer.modelserver.properties import CONTAINER_DIR
+from tests.support.java import compile_harness, plugins_jar, run_harness
 from tests.support.models import creative_model_dir, image_bytes
 from tests.support.servers import external_url, load, running_server
 
@@ -168,34 +163,9 @@ public class Registrations {
 """
 
 
-def mms_jar() -> Path:
-    return Path(mms.__file__).parent / "frontend" / "model-server.jar"
-
-
-def plugins_jar() -> Path:
-    folder = os.environ.get(MMS_PLUGINS) or str(CONTAINER_DIR / "mms-plugins" / "build")
-    return Path(folder) / "scorer-mms-plugins.jar"
-
-
 @pytest.fixture(scope="module")
 def registrations(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("javac") is None:
-        pytest.skip("javac not found (scripts/build-plugins skips the plugins too)")
-    folder = tmp_path_factory.mktemp("java")
-    (folder / "Registrations.java").write_text(textwrap.dedent(REGISTRATIONS_JAVA))
-    subprocess.run(
-        [
-            "javac",
-            "-nowarn",
-            "-cp",
-            str(mms_jar()),
-            "-d",
-            str(folder),
-            str(folder / "Registrations.java"),
-        ],
-        check=True,
-        timeout=120,
-    )
+    folder = compile_harness(tmp_path_factory.mktemp("java"), "Registrations", REGISTRATIONS_JAVA)
     return folder
 
 
@@ -205,17 +175,9 @@ def run_registrations(
     config = folder / "mms.properties"
     lines = ["default_workers_per_model=1", *(f"{k}={v}" for k, v in properties.items())]
     config.write_text("\n".join(lines) + "\n")
-    jars = [str(folder), str(mms_jar())] + ([str(plugins_jar())] if patched else [])
-    run = subprocess.run(
-        ["java", "-cp", os.pathsep.join(jars), "Registrations", str(config)]
-        + ([mode] if patched else []),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=folder,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    pairs = (line.split("|", 1) for line in run.stdout.splitlines() if "|" in line)
+    args = [str(config)] + ([mode] if patched else [])
+    out = run_harness(folder, "Registrations", args, patched=patched)
+    pairs = (line.split("|", 1) for line in out.splitlines() if "|" in line)
     return {key: tuple(value.split(",")) for key, value in pairs}
 
 

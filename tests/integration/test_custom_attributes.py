@@ -12,23 +12,17 @@ size to MMS's decoder (the defect, pinned) and to scorer's (no failure).
 
 from __future__ import annotations
 
-import os
-import shutil
 import string
-import subprocess
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import mms
 import pytest
 from mms.context import Context, RequestProcessor
 from mms.protocol.otf_message_handler import create_predict_response
 
-from scorer.config import MMS_PLUGINS
 from scorer.inference.context import CUSTOM_ATTRIBUTES
-from scorer.modelserver.properties import CONTAINER_DIR
+from tests.support.java import compile_harness, plugins_jar, run_harness
 from tests.support.models import add_code
 from tests.support.servers import running_server
 
@@ -188,15 +182,6 @@ public class SplitReplies {
 """
 
 
-def mms_jar() -> Path:
-    return Path(mms.__file__).parent / "frontend" / "model-server.jar"
-
-
-def plugins_jar() -> Path:
-    folder = os.environ.get(MMS_PLUGINS) or str(CONTAINER_DIR / "mms-plugins" / "build")
-    return Path(folder) / "scorer-mms-plugins.jar"
-
-
 def reply_frame(attribute: str) -> bytes:
     """A worker's reply as MMS's own worker code encodes it (``create_predict_response``)."""
     context = Context("model", "/tmp", None, 1, None, "1.1.11")
@@ -209,39 +194,16 @@ def reply_frame(attribute: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def split_replies(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("javac") is None:
-        pytest.skip("javac not found (scripts/build-plugins skips the plugins too)")
-    folder = tmp_path_factory.mktemp("java")
-    (folder / "SplitReplies.java").write_text(textwrap.dedent(SPLIT_REPLIES_JAVA))
-    subprocess.run(
-        [
-            "javac",
-            "-nowarn",
-            "-cp",
-            str(mms_jar()),
-            "-d",
-            str(folder),
-            str(folder / "SplitReplies.java"),
-        ],
-        check=True,
-        timeout=120,
-    )
+    folder = compile_harness(tmp_path_factory.mktemp("java"), "SplitReplies", SPLIT_REPLIES_JAVA)
     frame = folder / "frame.bin"
     frame.write_bytes(reply_frame(expected(1, 1024)))
     return folder
 
 
 def run_split_replies(folder: Path, *, patched: bool) -> dict[str, str]:
-    jars = [str(folder), str(mms_jar())] + ([str(plugins_jar())] if patched else [])
     args = [str(folder / "frame.bin"), CUSTOM_ATTRIBUTES] + (["patched"] if patched else [])
-    run = subprocess.run(
-        ["java", "-cp", os.pathsep.join(jars), "SplitReplies", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    return dict(line.split("=", 1) for line in run.stdout.splitlines() if "=" in line)
+    out = run_harness(folder, "SplitReplies", args, patched=patched)
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 def test_mms_decoder_rejects_a_reply_split_inside_its_headers(split_replies: Path) -> None:

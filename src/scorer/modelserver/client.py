@@ -76,26 +76,25 @@ def model_missing(response: httpx.Response) -> bool:
     return isinstance(body, dict) and body.get("type") == "ModelNotFoundException"
 
 
-def worker_count(description: Any) -> int | None:
-    """How many workers ``GET /models/{name}`` lists for the model (None: not described)."""
+def described_workers(description: Any) -> list[dict[str, Any]] | None:
+    """The workers a ``GET /models/{name}`` answer lists (None: no model described)."""
     entries = description if isinstance(description, list) else [description]
     for entry in entries:
         if isinstance(entry, dict) and isinstance(entry.get("workers"), list):
-            return len(entry["workers"])
+            return [w for w in entry["workers"] if isinstance(w, dict)]
     return None
+
+
+def worker_count(description: Any) -> int | None:
+    """How many workers ``GET /models/{name}`` lists for the model (None: not described)."""
+    workers = described_workers(description)
+    return None if workers is None else len(workers)
 
 
 def reported_memory(description: Any) -> int:
     """The sum of the workers' ``memoryUsage`` in a ``GET /models/{name}`` answer."""
-    described = description if isinstance(description, list) else [description]
-    total = 0
-    for model in described:
-        workers = model.get("workers", []) if isinstance(model, dict) else []
-        for worker in workers:
-            usage = worker.get("memoryUsage") if isinstance(worker, dict) else None
-            if isinstance(usage, int) and usage > 0:
-                total += usage
-    return total
+    usages = (w.get("memoryUsage") for w in described_workers(description) or [])
+    return sum(u for u in usages if isinstance(u, int) and u > 0)
 
 
 class ModelServerClient:

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 
 from scorer.errors import ScorerError
-from scorer.modelserver.client import ModelServerClient
+from scorer.modelserver.client import ModelServerClient, described_workers
 from scorer.modelserver.workers import served_models
 
 logger = logging.getLogger(__name__)
@@ -26,14 +26,7 @@ READY = "READY"
 
 
 def _ready_workers(description: object) -> int:
-    entries = description if isinstance(description, list) else [description]
-    count = 0
-    for entry in entries:
-        workers = entry.get("workers", []) if isinstance(entry, dict) else []
-        for worker in workers:
-            if isinstance(worker, dict) and worker.get("status") == READY:
-                count += 1
-    return count
+    return sum(w.get("status") == READY for w in described_workers(description) or [])
 
 
 class WorkerWatch:
