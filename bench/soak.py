@@ -189,7 +189,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             thread.join()
         stop.set()
         sampler.join(timeout=10)
-        cache = httpx.get(f"{url}/metrics", timeout=10).json()
+        cache = httpx.get(f"{url}/metrics.json", timeout=10).json()
     finally:
         stop.set()
         stop_process_tree(process)

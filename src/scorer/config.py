@@ -70,6 +70,9 @@ LOCAL_BIND = "SCORER_LOCAL_BIND"
 LOCAL_PORT = "SCORER_LOCAL_PORT"
 LOCAL_MODEL_SERVER_URL = "SCORER_LOCAL_MODEL_SERVER_URL"
 
+# --- metrics (prometheus_client's name, set by scorer for MMS and its workers) ------------
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # where each worker writes its metrics
+
 SAGEMAKER_PAYLOAD_LIMIT = 6 * 1024 * 1024  # InvokeEndpoint Body maximum (botocore model)
 DEFAULT_MAX_BATCH_SIZE = 8  # requests per forward pass; bench/README.md has the measurement
 DEFAULT_MAX_BATCH_DELAY_MS = 5  # MMS waits this long for a batch to fill
@@ -136,6 +139,12 @@ class ServerConfig:
     def load_failures_dir(self) -> Path:
         """One JSON record per model whose last load failed (read by ``/ping``)."""
         return self.run_dir / "load-failures"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """The workers' Prometheus metrics files (``PROMETHEUS_MULTIPROC_DIR``), one set per
+        worker process, summed when scraped (:mod:`scorer.metrics`)."""
+        return self.run_dir / "metrics"
 
 
 def _bool(environ: Mapping[str, str], key: str, default: bool) -> bool:

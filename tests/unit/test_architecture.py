@@ -82,10 +82,14 @@ def _third_party(layer: str) -> set[str]:
 
 
 FORBIDDEN = {
-    "inference": {"serving", "local", "modelserver", "cache", "frontend", "demo", "validate"},
-    "models": {
-        "inference", "serving", "local", "cache", "modelserver", "frontend", "demo", "validate"
+    "inference": {
+        "serving", "local", "modelserver", "cache", "frontend", "demo", "validate", "metrics"
     },
+    "models": {
+        "inference", "serving", "local", "cache", "modelserver", "frontend", "demo", "validate",
+        "metrics",
+    },
+    "metrics": {"inference", "models", "cache", "modelserver", "serving", "local", "frontend"},
     "cache": {"serving", "local", "frontend", "modelserver"},
     "modelserver": {"serving", "local", "frontend", "cache", "demo", "validate"},
     "frontend": {"serving", "local"},

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 
@@ -32,11 +33,14 @@ class ModelServerEndpoint:
         log_hint: where its log is, for error messages ("" when unknown).
         unload_on_exit: unload the cache's models when the front end stops (a server that
             outlives the front end, e.g. the compose ``model-server`` service).
+        metrics_dir: its workers' metrics files (``ServerConfig.metrics_dir``), which the
+            front end's ``/metrics`` sums; None for a server it did not start.
     """
 
     url: str
     log_hint: str = ""
     unload_on_exit: bool = False
+    metrics_dir: Path | None = None
 
 
 class ModelBackend:

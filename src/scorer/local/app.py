@@ -6,8 +6,9 @@ body to the model server's ``POST /models/{hash}/invoke``; on a single-model end
 ``POST /invocations``. Answers carry SageMaker's response headers; errors carry SageMaker
 Runtime's error shapes (:mod:`scorer.local.errors`), never a traceback.
 
-``GET /ping`` answers 200 (for container health checks) and ``GET /_scorer/cache`` the
-cache's statistics; neither is a SageMaker Runtime operation.
+``GET /ping`` answers 200 (for container health checks), ``GET /_scorer/cache`` the
+cache's statistics and ``GET /metrics`` the model workers' and the cache's metrics in
+Prometheus format (:mod:`scorer.frontend.metrics`); none is a SageMaker Runtime operation.
 
 Build it with :func:`create_app`; nothing is read or started at import time.
 """
@@ -31,6 +32,7 @@ from starlette.routing import Route
 from scorer.cache.cache import ModelCache
 from scorer.errors import ModelServerTimeoutError, ScorerError
 from scorer.frontend.backend import ModelBackend, ModelServerEndpoint
+from scorer.frontend.metrics import metrics_route
 from scorer.local.errors import (
     ERROR_TYPE_HEADER,
     ServiceError,
@@ -200,6 +202,7 @@ def create_app(
             Route("/endpoints/{endpoint_name}/invocations", invoker.invoke, methods=["POST"]),
             Route("/ping", _ping, methods=["GET"]),
             _stats_route(backend.cache),
+            metrics_route(endpoint, backend.cache),
         ],
         exception_handlers={HTTPException: _unknown_operation, Exception: _unexpected},
         lifespan=lifespan,

@@ -120,7 +120,9 @@ class LocalEndpoint:
             config, self.environ, startup_timeout=MODEL_SERVER_START_TIMEOUT
         )
         self.model_server = server
-        self.endpoint = ModelServerEndpoint(server.url, log_hint=str(config.log_dir))
+        self.endpoint = ModelServerEndpoint(
+            server.url, log_hint=str(config.log_dir), metrics_dir=config.metrics_dir
+        )
         cache = None
         if settings.multi_model:
             cache_settings = replace(settings.cache, cache_dir=cache_root)

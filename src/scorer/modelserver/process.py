@@ -23,12 +23,15 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from scorer.config import ServerConfig, load_config, to_environ
+from scorer.config import PROMETHEUS_MULTIPROC_DIR, ServerConfig, load_config, to_environ
 from scorer.errors import ModelServerStartError, ScorerError
+from scorer.metrics import multiprocess as worker_metrics
+from scorer.metrics.server import MetricsServer
 from scorer.modelserver import load_failures
 from scorer.modelserver.client import ModelServerClient
 from scorer.modelserver.healing import WorkerWatch
 from scorer.modelserver.inflight import drain
+from scorer.modelserver.ports import free_loopback_port
 from scorer.modelserver.properties import (
     SINGLE_MODEL_NAME,
     backstop_timeout,
@@ -112,6 +115,7 @@ def environment(config: ServerConfig, base: Mapping[str, str] | None = None) -> 
     env["TMPDIR"] = str(config.mms_tmp_dir)
     env["LOG_LOCATION"] = str(config.log_dir)
     env["METRICS_LOCATION"] = str(config.log_dir)
+    env[PROMETHEUS_MULTIPROC_DIR] = str(config.metrics_dir)  # the workers' metrics files
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -136,6 +140,8 @@ class ModelServer:
         self.bind_address = bind_address
         self.process: subprocess.Popen[bytes] | None = None
         self._started_at = 0.0
+        self.metrics_url: str | None = None  # the supervisor's metrics server, if it runs
+        self._metrics_prepared = False
 
     @classmethod
     def from_environ(
@@ -159,7 +165,11 @@ class ModelServer:
         """
         for folder in (self.config.mms_tmp_dir, self.config.log_dir, self.config.packages_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        write_properties(self.config, self.bind_address)
+        if not self._metrics_prepared:  # a restart keeps the counters of the workers so far
+            worker_metrics.prepare(self.config.metrics_dir)
+            self._metrics_prepared = True
+        self.config.metrics_dir.mkdir(parents=True, exist_ok=True)
+        write_properties(self.config, self.bind_address, metrics_url=self.metrics_url)
         address = None
         if self.config.worker_zygote:
             address = f"scorer-zygote-{os.getpid()}-{secrets.token_hex(6)}"
@@ -329,6 +339,37 @@ class ModelServer:
 
         signal.signal(signal.SIGTERM, _terminate)
         signal.signal(signal.SIGINT, _terminate)
+        metrics = self._start_metrics_server()
+        try:
+            return self._run(poll_seconds, max_restarts, on_ready, lambda: stopping)
+        finally:
+            if metrics is not None:
+                metrics.close()
+
+    def _start_metrics_server(self) -> MetricsServer | None:
+        """Serve the workers' summed metrics on loopback for MMS's ``/metrics`` plugin (in
+        SageMaker's safe port range when it gives one); None if it cannot listen."""
+        port = 0
+        if self.config.safe_port_range is not None:
+            low, high = self.config.safe_port_range
+            with contextlib.suppress(RuntimeError):
+                port = free_loopback_port(range(high, low - 1, -1), exclude={self.config.port})
+        try:
+            server = MetricsServer(self.config.metrics_dir, port)
+        except OSError as exc:
+            logger.warning("metrics server not started (%s); /metrics answers 503", exc)
+            return None
+        self.metrics_url = server.url
+        return server
+
+    def _run(
+        self,
+        poll_seconds: float,
+        max_restarts: int,
+        on_ready: Callable[[], None] | None,
+        stopping: Callable[[], bool],
+    ) -> int:
+        """Start MMS, then watch it until a stop (``stopping()``): see :meth:`serve_forever`."""
         self.start()
         assert self.process is not None
         if on_ready is not None:
@@ -347,7 +388,7 @@ class ModelServer:
                     if self.config.multi_model:
                         known = listed
                 continue
-            if stopping:
+            if stopping():
                 return 0  # a stop we were asked for is a clean exit
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < 600] + [now]

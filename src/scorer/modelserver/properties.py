@@ -45,8 +45,11 @@ def log_config(config: ServerConfig) -> Path | None:
     return path if path.is_file() else None
 
 
-def properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> dict[str, str]:
-    """The MMS configuration properties for ``config``."""
+def properties(
+    config: ServerConfig, bind_address: str = "0.0.0.0", metrics_url: str | None = None
+) -> dict[str, str]:
+    """The MMS configuration properties for ``config`` (``metrics_url``: where the
+    ``/metrics`` plugin fetches the workers' summed metrics; without it, 503)."""
     address = f"http://{bind_address}:{config.port}"
     props = {
         "inference_address": address,
@@ -79,16 +82,21 @@ def properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> dict[str,
         # a startup model: MMS registers it with batch size 1 (ModelServer.initModelStore)
         # and /invocations finds it only among its startup models
         props["load_models"] = f"{SINGLE_MODEL_NAME}={config.model_dir}"
+    if metrics_url is not None:
+        props["scorer_metrics_url"] = metrics_url
     plugins = plugins_dir(config)
     if plugins is not None:
         props["plugins_path"] = str(plugins)
     return props
 
 
-def write_properties(config: ServerConfig, bind_address: str = "0.0.0.0") -> Path:
+def write_properties(
+    config: ServerConfig, bind_address: str = "0.0.0.0", metrics_url: str | None = None
+) -> Path:
     """Write the MMS properties file to ``config.mms_config_path``."""
     path = config.mms_config_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{key}={value}" for key, value in properties(config, bind_address).items()]
+    props = properties(config, bind_address, metrics_url)
+    lines = [f"{key}={value}" for key, value in props.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -11,6 +11,9 @@ the Multi Model Server behind it, once, and evicts least recently used models at
 
 Errors keep the container's JSON shape ``{"code", "type", "message"}``; a model's own error
 answers pass through with their status.
+
+``GET /metrics`` answers in Prometheus format (the workers' per-model metrics and the
+cache's; :mod:`scorer.frontend.metrics`); ``GET /metrics.json`` the cache's statistics.
 """
 
 from __future__ import annotations
@@ -36,12 +39,15 @@ from scorer.errors import (
 )
 from scorer.frontend.backend import ModelBackend, ModelServerEndpoint
 from scorer.frontend.body import read_body
+from scorer.frontend.metrics import metrics_route
 from scorer.inference.context import CUSTOM_ATTRIBUTES, parse_custom_attributes
 from scorer.modelserver.client import Invocation
 
 logger = logging.getLogger("scorer.gateway")
 
 TARGET_ATTRIBUTE = "target_model"
+STATS_PATH = "/metrics.json"
+"""The cache's statistics as JSON (``/metrics`` is Prometheus text)."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,7 @@ class Gateway:
             return JSONResponse({"status": "Unhealthy"}, status_code=503)
         return JSONResponse({"status": "Healthy"})
 
-    async def metrics(self, _request: Request) -> Response:
+    async def cache_stats(self, _request: Request) -> Response:
         """Cache statistics: hits, misses, loads, evictions, hit rate, resident models."""
         return JSONResponse(self.cache.stats().to_dict())
 
@@ -165,7 +171,8 @@ def create_gateway_app(
         routes=[
             Route("/ping", gateway.ping, methods=["GET"]),
             Route("/invocations", gateway.invocations, methods=["POST"]),
-            Route("/metrics", gateway.metrics, methods=["GET"]),
+            Route(STATS_PATH, gateway.cache_stats, methods=["GET"]),
+            metrics_route(endpoint, cache),
         ],
         lifespan=lifespan,
     )

@@ -14,6 +14,10 @@ response or an error, and maps errors to status codes once:
   fails with that reason (:mod:`scorer.serving.bounded`);
 * anything else -> 500 with a generic message and the request id; the traceback goes to
   the log, never to the client.
+
+Each answered request is counted and logged as one JSON line (``{"event": "request",
+"request_id", "model", "status", "ms", "batch_size"}``); the chain's stages, forward batch
+sizes and loads go to :mod:`scorer.metrics.worker` (Prometheus, summed across workers).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +44,12 @@ from scorer.errors import (
     RequestTimeoutError,
     ScorerError,
 )
-from scorer.inference.batching import Batcher, BatchRequest, Outcome
+from scorer.inference.batching import Batcher, BatchRequest, Forward, Outcome
 from scorer.inference.chain import Chain, Response
 from scorer.inference.context import CUSTOM_ATTRIBUTES, MAX_CUSTOM_ATTRIBUTES, RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
+from scorer.inference.user_module import Hook
+from scorer.metrics.worker import ModelMetrics, record_load
 from scorer.modelserver import janitor, load_failures
 from scorer.modelserver.inflight import InflightCounter
 from scorer.serving import requirements
@@ -72,6 +79,39 @@ def _log_event(event: str, **fields: Any) -> None:
     logger.info(json.dumps({"event": event, **fields}, default=str, sort_keys=True))
 
 
+def _timed(hook: Hook, observe: Callable[[float], None]) -> Hook:
+    """``hook``, with each call's duration (seconds) given to ``observe``."""
+
+    def run(*args: Any, context: Any = None) -> Any:
+        started = time.perf_counter()
+        try:
+            return hook(*args, context=context)
+        finally:
+            observe(time.perf_counter() - started)
+
+    return Hook(fn=run, takes_context=True, context_by_keyword=True)
+
+
+def _time_stages(chain: Chain, metrics: ModelMetrics) -> None:
+    """Time the chain's hooks as the decode, forward and encode stages (the chain and the
+    batcher call them; neither knows of metrics)."""
+    chain.input_fn = _timed(chain.input_fn, metrics.stage_observer("decode"))
+    chain.predict_fn = _timed(chain.predict_fn, metrics.stage_observer("forward"))
+    chain.output_fn = _timed(chain.output_fn, metrics.stage_observer("encode"))
+    batch_predict = chain.batch_predict_fn
+    if batch_predict is not None:
+        observe = metrics.stage_observer("forward")
+
+        def timed_batch(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return batch_predict(*args, **kwargs)
+            finally:
+                observe(time.perf_counter() - started)
+
+        chain.batch_predict_fn = timed_batch
+
+
 class HandlerService:
     """One model in one MMS worker process: its chain, device and thread budget."""
 
@@ -86,6 +126,7 @@ class HandlerService:
         self.runner = BoundedRunner()
         self.batcher: Batcher | None = None  # the chain's, made on the first request
         self.inflight: InflightCounter | None = None
+        self.metrics: ModelMetrics | None = None  # once the model is loaded
 
     def check_model_dir(self) -> None:
         """In multi-model mode, only safe names and directories under the models root load.
@@ -133,8 +174,11 @@ class HandlerService:
             default_accept=self.config.default_accept,
         )
         chain.load(self.model_dir)
+        self.metrics = ModelMetrics(self.model_name)
+        _time_stages(chain, self.metrics)
         self.chain = chain
         self.inflight = InflightCounter(self.config.inflight_dir)
+        self.metrics.loaded()
         _log_event(
             "model_loaded",
             model=self.model_name,
@@ -181,10 +225,31 @@ class HandlerService:
         with self.inflight.serving(len(batch)):
             return self._handle(batch, mms_context)
 
+    def _answered(
+        self,
+        requests: list[BatchRequest],
+        statuses: list[int],
+        started: float,
+        forwards: list[Forward],
+    ) -> None:
+        """Count and log each answered request; record the batch's forward sizes."""
+        seconds = time.monotonic() - started
+        ms = round(seconds * 1000, 1)
+        for request, status in zip(requests, statuses, strict=True):
+            if self.metrics is not None:
+                self.metrics.request(status, seconds)
+            _log_event("request", request_id=request.context.request_id, model=self.model_name,
+                       status=status, ms=ms, batch_size=len(requests))  # fmt: skip
+        if self.metrics is not None:
+            for forward in forwards:
+                self.metrics.forward(len(forward.requests))
+            self.metrics.sample_memory()
+
     def _handle(self, batch: list[dict[str, Any]], mms_context: Any) -> list[bytes]:
         """The batch through :class:`Batcher` under one deadline; each outcome mapped to its
         index of MMS's context (status, content type, custom attributes) and a body."""
         assert self.chain is not None
+        started = time.monotonic()
         if self.batcher is None or self.batcher.chain is not self.chain:
             self.batcher = Batcher(self.chain)
         requests = [
@@ -192,6 +257,7 @@ class HandlerService:
             for idx, item in enumerate(batch)
         ]
         outcomes: list[Outcome]
+        timed_out = False
         try:
             outcomes = self.runner.run(
                 functools.partial(self.batcher.run, requests), self.config.timeout_seconds
@@ -205,25 +271,33 @@ class HandlerService:
                 f"{self.config.timeout_seconds} s (SAGEMAKER_MODEL_SERVER_TIMEOUT)"
             )
             outcomes = [late] * len(requests)
+            timed_out = True
         except Exception as exc:  # the batcher answers per request; this is a bug in it
             logger.exception("batch of %d requests: unexpected error", len(requests))
             outcomes = [exc] * len(requests)
-        responses = [
+        replies = [
             self._reply(mms_context, idx, request.context, outcome)
             for idx, (request, outcome) in enumerate(zip(requests, outcomes, strict=True))
         ]
+        # a batch past its deadline may still run: its forwards are not known yet
+        forwards = [] if timed_out else list(self.batcher.last_forwards)
+        self._answered(requests, [status for status, _ in replies], started, forwards)
+        responses = [body for _, body in replies]
         if self.runner.wedged:
             _exit_after_reply(self.model_name)
         return responses
 
-    def _reply(self, mms_context: Any, idx: int, ctx: RequestContext, outcome: Outcome) -> bytes:
-        """One request's outcome as MMS's response at ``idx``: the body, or an error's."""
+    def _reply(
+        self, mms_context: Any, idx: int, ctx: RequestContext, outcome: Outcome
+    ) -> tuple[int, bytes]:
+        """One request's outcome as MMS's response at ``idx``: its status and the body, or
+        an error's."""
         if isinstance(outcome, Response):
             mms_context.set_response_content_type(idx, outcome.content_type)
             if ctx.response_custom_attributes:
                 value = _remove_crlf(ctx.response_custom_attributes)[:MAX_CUSTOM_ATTRIBUTES]
                 mms_context.set_response_header(idx, CUSTOM_ATTRIBUTES, value)
-            return outcome.body
+            return 200, outcome.body
         if isinstance(outcome, RequestTimeoutError):
             error: ScorerError = outcome
         elif isinstance(outcome, ScorerError):
@@ -245,7 +319,7 @@ class HandlerService:
                 f"internal error while scoring with model {self.model_name}; "
                 "see the model server log"
             )
-        return self._error(mms_context, idx, error, ctx.request_id)
+        return int(error.status_code), self._error(mms_context, idx, error, ctx.request_id)
 
 
 def _body(item: dict[str, Any]) -> bytes:
@@ -270,12 +344,14 @@ def _exit_after_reply(model_name: str) -> None:
 
 
 _service: HandlerService | None = None
+_LOAD_OUTCOMES = {504: "timeout", 507: "out_of_memory"}  # a failed load's status -> outcome
 
 
 def _load_failed(
     failures: Path, model_name: str, status: int, message: str, public: bool = True
 ) -> None:
     _log_event("model_load_failed", model=model_name, status=status, error=message)
+    record_load(model_name, _LOAD_OUTCOMES.get(status, "error"))
     try:
         load_failures.record(failures, model_name, status, message, public)
     except OSError:
@@ -293,6 +369,7 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
         model_name = context.model_name if hasattr(context, "model_name") else model_dir.name
         config = load_config()
         failures = config.load_failures_dir
+        started = time.monotonic()
         try:
             service = HandlerService(config, model_name, model_dir, props.get("gpu_id"))
             call_with_deadline(service.initialize, config.load_timeout_seconds, name="scorer-load")
@@ -316,6 +393,7 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
             _load_failed(failures, model_name, 500, f"{type(exc).__name__}: {exc}", public=False)
             raise
         load_failures.clear(failures, model_name)
+        record_load(model_name, "success", time.monotonic() - started)
         _service = service
         return None
     if _service is None:

@@ -100,7 +100,9 @@ def serve_self_managed(environ: Mapping[str, str], bind_address: str = "0.0.0.0"
             else:
                 budgets.append(budget)
         cache = ModelCache.from_settings(cache_settings, registry, budgets=budgets)
-        endpoint = ModelServerEndpoint(server.url, log_hint=str(internal.log_dir))
+        endpoint = ModelServerEndpoint(
+            server.url, log_hint=str(internal.log_dir), metrics_dir=internal.metrics_dir
+        )
         app = create_gateway_app(gateway_settings, endpoint, cache)
         watchdog = threading.Thread(target=_supervise, args=(server, stopping), daemon=True)
         watchdog.start()
