@@ -22,6 +22,8 @@ def _logging(level: str) -> None:
         format="%(asctime)s [%(levelname)s] %(name)s - %(message)s",
         stream=sys.stdout,
     )
+    # one line per HTTP call to the model server (the supervisor polls it every 2 s) is noise
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @click.group()

@@ -32,7 +32,7 @@ from tests.support.models import (
     tar_model_dir,
     torchscript_model_dir,
 )
-from tests.support.servers import load, running_server
+from tests.support.servers import external_url, load, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -407,6 +407,8 @@ def test_model_url_outside_models_root_is_refused(client: httpx.Client, tmp_path
     "start workers' (ManagementRequestHandler); the worker records 400 for this load",
 )
 def test_model_url_outside_models_root_is_a_4xx(client: httpx.Client, tmp_path: Path) -> None:
+    if external_url() is not None:  # a container cannot see the host's path: a 404 there
+        pytest.skip("the server under test cannot see this test's files")
     outside = creative_model_dir(tmp_path, "outside-4xx")
     response = load(client, "outside-4xx", outside)
     assert 400 <= response.status_code < 500, response.text

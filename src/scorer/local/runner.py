@@ -340,7 +340,6 @@ def run_local(environ: Mapping[str, str], options: Mapping[str, object]) -> int:
         ConfigError: the options or environment cannot be used.
     """
     settings = load_local_settings(environ, overrides_from_options(options))
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     endpoint = LocalEndpoint(settings, environ)
 
     def announce(url: str) -> None:
