@@ -112,6 +112,20 @@ def demo(port: int, bind: str, workdir: Path) -> None:
 @click.option("--code", "code_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--extra", "extra", multiple=True, type=click.Path(exists=True, path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--compile",
+    "compile_form",
+    type=click.Choice(["none", "aoti"]),
+    default="none",
+    show_default=True,
+    help="Also compile the model ahead of time (aoti: torch.export + AOTInductor, CPU); it is "
+    "served if its outputs match eager's and it measures faster here.",
+)
+@click.option(
+    "--keep-compiled",
+    is_flag=True,
+    help="Serve the compiled form even if it did not measure faster here.",
+)
 def package(
     model_dir: Path | None,
     spec_path: Path | None,
@@ -119,6 +133,8 @@ def package(
     code_dir: Path | None,
     extra: tuple[Path, ...],
     output: Path,
+    compile_form: str,
+    keep_compiled: bool,
 ) -> None:
     """Write a reproducible SageMaker model.tar.gz.
 
@@ -129,7 +145,9 @@ def package(
     if model_dir is not None:
         if spec_path or weights_path or code_dir or extra:
             raise click.UsageError("give either MODEL_DIR or --spec/--weights/--code/--extra")
-        result = package_directory(model_dir, output)
+        result = package_directory(
+            model_dir, output, compile_form=compile_form, keep_compiled=keep_compiled
+        )
     else:
         if spec_path is None or weights_path is None:
             raise click.UsageError("--spec and --weights are required without MODEL_DIR")
@@ -139,7 +157,11 @@ def package(
             weights_path=weights_path,
             code_dir=code_dir,
             extra_files=list(extra),
+            compile_form=compile_form,
+            keep_compiled=keep_compiled,
         )
+    for line in result.compiled.lines() if result.compiled else []:
+        click.echo(line)
     click.echo(f"wrote {result.path} ({result.size} bytes, {len(result.files)} files)")
     click.echo(f"sha256 {result.sha256}")
 

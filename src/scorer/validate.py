@@ -2,7 +2,9 @@
 
 Unpacks safely into a temp dir, loads it with the same chain (user hooks + defaults) the
 server uses, sends one sample creative through ``input_fn -> predict_fn -> output_fn``
-and reports files, size, load time, memory and latency. Any problem raises a
+and reports files, size, load time, memory and latency. When the spec names a compiled
+form (``scorer package --compile``), it also reports whether that form is served here and
+the forward latency of both forms on this machine. Any problem raises a
 :class:`ScorerError` whose message says what is wrong.
 """
 
@@ -19,6 +21,7 @@ import psutil
 
 from scorer.errors import ModelLoadError, ScorerError
 from scorer.models.archive import ArchiveLimits, check_archive, safe_extract
+from scorer.models.spec import Latency, ServeSpec
 
 
 @dataclass
@@ -35,9 +38,37 @@ class ValidationReport:
     output_heads: list[str] = field(default_factory=list)
     user_hooks: list[str] = field(default_factory=list)
     response_preview: str = ""
+    compiled: ServeSpec | None = None  # the compiled form the spec names
+    served: str = ""  # what the server loads: the compiled form or the weights' kind
+    fallback_reason: str | None = None  # why the compiled form is not served here
+    forward_ms: dict[str, Latency] = field(default_factory=dict)  # form -> measured here
 
     def lines(self) -> list[str]:
         """A short human-readable report."""
+        return self._lines() + self._compiled_lines()
+
+    def _compiled_lines(self) -> list[str]:
+        serve = self.compiled
+        if serve is None:
+            return []
+        status = (
+            "served"
+            if self.fallback_reason is None
+            else f"not served here ({self.fallback_reason}); serving {self.served}"
+        )
+        lines = [f"compiled:     {serve.form} ({serve.file}): {status}"]
+        if self.forward_ms:
+            measured = ", ".join(f"{name} {_ms(ms)}" for name, ms in self.forward_ms.items())
+            lines.append(f"forward:      {measured} ms per image at batch 1 / 8 (here)")
+        if serve.eager_ms and serve.compiled_ms:
+            diff = "" if serve.max_abs_diff is None else f"; max abs diff {serve.max_abs_diff:.3g}"
+            lines.append(
+                f"packaged:     eager {_ms(serve.eager_ms)}, {serve.form} "
+                f"{_ms(serve.compiled_ms)} ms per image at batch 1 / 8 (when packaged){diff}"
+            )
+        return lines
+
+    def _lines(self) -> list[str]:
         return [
             f"model:        {self.source}",
             f"files:        {len(self.files)} ({', '.join(self.files[:8])}"
@@ -50,6 +81,10 @@ class ValidationReport:
             f"output heads: {', '.join(self.output_heads) or '(custom output)'}",
             f"response:     {self.response_preview}",
         ]
+
+
+def _ms(latency: Latency) -> str:
+    return f"{latency.batch1:.2f} / {latency.batch8:.2f}"
 
 
 def sample_creative() -> bytes:
@@ -134,4 +169,27 @@ def _validate_dir(model_dir: Path, label: str, allow_pickle: bool) -> Validation
         report.output_heads = list(scores[0]) if scores else []
     except (ValueError, AttributeError, TypeError, IndexError, KeyError):
         report.output_heads = []
+    _compare_forms(report, chain.model, model_dir, allow_pickle)
     return report
+
+
+def _compare_forms(
+    report: ValidationReport, model: object, model_dir: Path, allow_pickle: bool
+) -> None:
+    """For a spec naming a compiled form: what is served, and both forms' forward latency."""
+    import torch
+
+    from scorer.models.compiled import time_forwards
+    from scorer.models.loading import LoadedModel, load_model
+
+    if not isinstance(model, LoadedModel) or model.spec.serve is None:
+        return
+    serve = model.spec.serve
+    report.compiled, report.served = serve, model.source
+    report.fallback_reason = model.fallback_reason
+    eager = load_model(model_dir, torch.device("cpu"), allow_pickle=allow_pickle, compiled=False)
+    forwards = {"eager": eager}
+    if model.source == serve.form:
+        forwards[serve.form] = model
+    timings = time_forwards(forwards, model.spec.input.size, budget_s=1.0)
+    report.forward_ms = {name: timings.median(name) for name in forwards}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -247,6 +248,91 @@ def test_malicious_pickle_does_run_with_allow_pickle(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="expected a state_dict"):
         load_model(model_dir, CPU, allow_pickle=True)
     assert marker.exists()
+
+
+def _evil_export(path: Path, marker: Path, member: str) -> None:
+    """A real torch.export program whose ``member`` is replaced by a malicious pickle (and,
+    for a weight, marked as pickled in its config): torch.export.load unpickles both."""
+    import zipfile
+
+    program = torch.export.export(Affine(), (torch.zeros(1, 4),))
+    torch.export.save(program, path.with_suffix(".good.pt2"))
+    with (
+        zipfile.ZipFile(path.with_suffix(".good.pt2")) as good,
+        zipfile.ZipFile(path, "w") as evil,
+    ):
+        for name in good.namelist():
+            data = good.read(name)
+            if name.endswith(member):
+                data = pickle.dumps(Exploit(marker))
+            elif member.startswith("data/weights/") and name.endswith("_weights_config.json"):
+                config = json.loads(data)
+                config["config"]["linear.weight"]["use_pickle"] = True
+                data = json.dumps(config).encode()
+            evil.writestr(name, data)
+
+
+@pytest.mark.parametrize("member", ["data/weights/weight_0", "data/sample_inputs/model.pt"])
+def test_a_malicious_pickle_in_an_export_program_never_runs_by_default(
+    tmp_path: Path, member: str
+) -> None:
+    marker = tmp_path / "pwned"
+    _evil_export(tmp_path / "model.pt2", marker, member)
+    with pytest.raises(UnsafeModelError, match="holds pickled Python objects") as info:
+        load_model(tmp_path, CPU)
+    assert member in info.value.message and "SCORER_ALLOW_PICKLE" in info.value.message
+    assert not marker.exists()
+    with pytest.raises(ModelLoadError):  # the counterpart: torch itself runs it
+        load_model(tmp_path, CPU, allow_pickle=True)
+    assert marker.exists()
+
+
+def test_an_export_program_with_two_members_of_one_name_is_refused(tmp_path: Path) -> None:
+    import zipfile
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(Exploit(marker))
+    torch.export.save(torch.export.export(Affine(), (torch.zeros(1, 4),)), tmp_path / "model.pt2")
+    with (
+        pytest.warns(UserWarning, match="Duplicate name"),
+        zipfile.ZipFile(tmp_path / "model.pt2", "a") as archive,
+    ):
+        archive.writestr("model/data/sample_inputs/model.pt", payload)
+    with pytest.raises(UnsafeModelError, match="two members of the same name"):
+        load_model(tmp_path, CPU)
+    assert not marker.exists()
+
+
+def test_an_export_program_marking_a_payload_it_lacks_as_pickled_is_refused(
+    tmp_path: Path,
+) -> None:
+    import zipfile
+
+    torch.export.save(torch.export.export(Affine(), (torch.zeros(1, 4),)), tmp_path / "good.pt2")
+    with (
+        zipfile.ZipFile(tmp_path / "good.pt2") as good,
+        zipfile.ZipFile(tmp_path / "model.pt2", "w") as edited,
+    ):
+        for name in good.namelist():
+            data = good.read(name)
+            if name.endswith("_weights_config.json"):
+                config = json.loads(data)
+                config["config"]["linear.weight"].update(use_pickle=True, path_name="/tmp/x.pt")
+                data = json.dumps(config).encode()
+            edited.writestr(name, data)
+    (tmp_path / "good.pt2").unlink()
+    with pytest.raises(UnsafeModelError, match="as pickled but does not hold it"):
+        load_model(tmp_path, CPU)
+
+
+def test_an_export_program_holding_compiled_code_is_refused(tmp_path: Path) -> None:
+    import zipfile
+
+    torch.export.save(torch.export.export(Affine(), (torch.zeros(1, 4),)), tmp_path / "model.pt2")
+    with zipfile.ZipFile(tmp_path / "model.pt2", "a") as archive:
+        archive.writestr("model/data/aotinductor/model/x.wrapper.so", b"\x7fELF")
+    with pytest.raises(UnsafeModelError, match="holds compiled code"):
+        load_model(tmp_path, CPU)
 
 
 def test_empty_dir_lists_nothing(tmp_path: Path) -> None:

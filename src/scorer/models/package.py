@@ -7,19 +7,29 @@ Layout (what SageMaker extracts to ``/opt/ml/model`` or ``/opt/ml/models/<hash>/
     code/inference.py       optional user hooks
     code/requirements.txt   optional per-model dependencies
     <extra files>           optional, at the root
+    model.aoti.pt2          optional (``--compile aoti``): the compiled form ``spec.json``
+                            names under ``"serve"``, see :mod:`scorer.models.compiled`
 
-The archive is byte-for-byte reproducible (see :mod:`scorer.models.archive`).
+The archive is byte-for-byte reproducible (see :mod:`scorer.models.archive`), except with
+a compiled form: its spec records timings measured while packaging, and the package holds
+a random serialization id and build paths.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scorer.errors import ModelLoadError
 from scorer.models.archive import pack_directory, pack_files
 from scorer.models.spec import SPEC_FILE, ModelSpec
+
+if TYPE_CHECKING:
+    from scorer.models.compiled import CompileOutcome
 
 
 @dataclass(frozen=True)
@@ -30,6 +40,7 @@ class PackageResult:
     sha256: str
     files: tuple[str, ...]
     size: int
+    compiled: CompileOutcome | None = None  # what --compile found, when asked
 
 
 def package_model(
@@ -39,17 +50,41 @@ def package_model(
     weights_path: Path,
     code_dir: Path | None = None,
     extra_files: Sequence[Path] = (),
+    compile_form: str = "none",
+    keep_compiled: bool = False,
 ) -> PackageResult:
     """Write ``out_path`` from a spec, its weights, optional code dir and extra files.
 
-    The weights file is stored under the name the spec gives (``spec.weights``).
+    The weights file is stored under the name the spec gives (``spec.weights``). With
+    ``compile_form="aoti"``, a compiled form is made, checked and measured
+    (:func:`scorer.models.compiled.compile_model`) and recorded in the spec when chosen.
 
     Raises:
-        ModelLoadError: the spec is invalid, a file is missing, or names collide.
+        ModelLoadError: the spec is invalid, a file is missing, names collide, or the
+            compilation asked for fails.
     """
     spec = ModelSpec.read(spec_path.parent) if spec_path.name == SPEC_FILE else _read(spec_path)
     if not weights_path.is_file():
         raise ModelLoadError(f"weights file {weights_path} does not exist")
+    if compile_form != "none":
+        with tempfile.TemporaryDirectory(prefix="scorer-compile-") as tmp:
+            staging = Path(tmp) / "model"
+            staging.mkdir()
+            (staging / SPEC_FILE).write_text(replace(spec, serve=None).to_json())
+            shutil.copyfile(weights_path, staging / spec.weights)
+            outcome = _compile(staging, compile_form, keep_compiled)
+            extras = list(extra_files)
+            if outcome.file is not None:
+                (staging / SPEC_FILE).write_text(replace(spec, serve=outcome.serve).to_json())
+                extras.append(outcome.file)
+            result = package_model(
+                out_path,
+                spec_path=staging / SPEC_FILE,
+                weights_path=staging / spec.weights,
+                code_dir=code_dir,
+                extra_files=extras,
+            )
+            return replace(result, compiled=outcome)
     entries: dict[str, Path | bytes] = {
         SPEC_FILE: spec.to_json().encode(),
         spec.weights: weights_path,
@@ -67,6 +102,11 @@ def package_model(
         if extra.name in entries:
             raise ModelLoadError(f"extra file {extra.name} collides with an archive entry")
         entries[extra.name] = extra
+    if spec.serve is not None and spec.serve.file not in entries:
+        raise ModelLoadError(
+            f"{SPEC_FILE} names the compiled form {spec.serve.file}: pass it with --extra, "
+            "or package with --compile to make it"
+        )
     digest = pack_files(entries, out_path)
     return PackageResult(
         path=out_path,
@@ -76,11 +116,17 @@ def package_model(
     )
 
 
-def package_directory(model_dir: Path, out_path: Path) -> PackageResult:
+def package_directory(
+    model_dir: Path, out_path: Path, *, compile_form: str = "none", keep_compiled: bool = False
+) -> PackageResult:
     """Pack an existing model directory (files at the root, code under ``code/``).
 
+    With ``compile_form="aoti"`` (a spec + state_dict model only), the directory is packed with
+    a compiled form added and recorded in its spec when chosen, as :func:`package_model`.
+
     Raises:
-        ModelLoadError: the directory has no ``spec.json``/``model.pt``/``model.pt2``.
+        ModelLoadError: the directory has no ``spec.json``/``model.pt``/``model.pt2``, a
+            file its spec names is missing, or the compilation asked for fails.
     """
     markers = (SPEC_FILE, "model.pt", "model.pt2")
     if not any((model_dir / name).is_file() for name in markers):
@@ -89,6 +135,23 @@ def package_directory(model_dir: Path, out_path: Path) -> PackageResult:
         spec = ModelSpec.read(model_dir)
         if not (model_dir / spec.weights).is_file():
             raise ModelLoadError(f"{spec.weights} named by {SPEC_FILE} is missing in {model_dir}")
+        if compile_form == "none" and spec.serve and not (model_dir / spec.serve.file).is_file():
+            raise ModelLoadError(
+                f"{spec.serve.file} named by {SPEC_FILE} is missing in {model_dir}"
+            )
+    elif compile_form != "none":
+        raise ModelLoadError(f"--compile needs a {SPEC_FILE} model; {model_dir} has none")
+    if compile_form != "none":
+        with tempfile.TemporaryDirectory(prefix="scorer-compile-") as tmp:
+            staging = Path(tmp) / "model"
+            shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns("__pycache__"))
+            if spec.serve is not None:  # a previous compiled form is replaced
+                (staging / spec.serve.file).unlink(missing_ok=True)
+            (staging / SPEC_FILE).write_text(replace(spec, serve=None).to_json())
+            outcome = _compile(staging, compile_form, keep_compiled)
+            if outcome.file is not None:
+                (staging / SPEC_FILE).write_text(replace(spec, serve=outcome.serve).to_json())
+            return replace(package_directory(staging, out_path), compiled=outcome)
     digest = pack_directory(model_dir, out_path)
     files = tuple(
         sorted(
@@ -98,6 +161,21 @@ def package_directory(model_dir: Path, out_path: Path) -> PackageResult:
         )
     )
     return PackageResult(out_path, digest, files, out_path.stat().st_size)
+
+
+def _compile(model_dir: Path, form: str, keep_compiled: bool) -> CompileOutcome:
+    """Compile the spec + weights in ``model_dir``; the package lands in ``model_dir``."""
+    from scorer.models.compiled import COMPILED_FILES, compile_model
+
+    if form not in COMPILED_FILES:
+        raise ModelLoadError(
+            f"unknown compiled form {form!r}; known: none, {', '.join(COMPILED_FILES)}"
+        )
+    out = model_dir / COMPILED_FILES[form]
+    outcome = compile_model(model_dir, out, form=form, keep_compiled=keep_compiled)
+    if outcome.file is None:
+        out.unlink(missing_ok=True)  # not served: not shipped
+    return outcome
 
 
 def _read(spec_path: Path) -> ModelSpec:
@@ -145,7 +223,8 @@ def make_variants(
             tensor = state[key]
             noise = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
             variant_state[key] = tensor + 0.1 * noise * (tensor.std() if tensor.numel() > 1 else 1)
-        variant_spec = replace(spec, name=f"{spec.name}-{prefix}{index}")
+        # new head weights: a compiled form of the original does not describe a variant
+        variant_spec = replace(spec, name=f"{spec.name}-{prefix}{index}", serve=None)
         with tempfile.TemporaryDirectory() as tmp:
             weights = Path(tmp) / spec.weights
             save_file(variant_state, str(weights))

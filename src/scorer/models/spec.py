@@ -16,6 +16,20 @@ A model directory (an extracted ``model.tar.gz``) holds ``spec.json`` plus its w
                 {"name": "is_clickbait", "kind": "probability"}]
     }
 
+An optional ``"serve"`` object, written by ``scorer package --compile aoti`` (see
+:mod:`scorer.models.compiled`), names an ahead-of-time compiled form of the same network to
+serve instead, with what was measured when it was chosen; specs without it serve the
+weights as before:
+
+.. code-block:: json
+
+    "serve": {"form": "aoti", "file": "model.aoti.pt2", "device": "cpu",
+              "machine": "x86_64", "cpu_isa": "AVX2", "torch": "2.14.1",
+              "max_batch": 64, "layout": "channels_last",
+              "max_abs_diff": 2.4e-07, "tolerance": 0.0001, "compile_s": 31.2,
+              "eager_ms": {"batch1": 4.8, "batch8": 3.9},
+              "compiled_ms": {"batch1": 3.6, "batch8": 3.1}}
+
 This module imports no torch: the archive checker and the model cache read specs too.
 """
 
@@ -36,6 +50,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_POLICIES = ("resize_center_crop", "resize", "letterbox")
 HEAD_KINDS = ("regression", "probability")
+SERVE_FORMS = ("aoti",)  # torch.export + AOTInductor package (.pt2)
+SERVE_DEVICES = ("cpu", "cuda")
+SERVE_LAYOUTS = ("channels_last", "contiguous")
+MAX_SERVE_BATCH = 4096
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -59,6 +77,91 @@ class HeadSpec:
 
 
 @dataclass(frozen=True)
+class Latency:
+    """Median forward latency per image, in milliseconds, at batch 1 and batch 8."""
+
+    batch1: float
+    batch8: float
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """A compiled form of the network to serve instead of the weights, and its record.
+
+    ``device``, ``machine``, ``cpu_isa`` and ``torch`` say where it can run (the loader
+    checks them and serves the weights when they do not hold); ``max_batch`` is the
+    largest batch one call takes (larger batches are split); ``layout`` the memory format
+    the program was compiled for. The rest is what ``scorer package`` measured.
+    """
+
+    form: str
+    file: str
+    device: str = "cpu"
+    machine: str = ""
+    cpu_isa: str = ""
+    torch: str = ""
+    max_batch: int = 64
+    layout: str = "channels_last"
+    max_abs_diff: float | None = None
+    tolerance: float | None = None
+    compile_s: float | None = None
+    eager_ms: Latency | None = None
+    compiled_ms: Latency | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form (unset measurements are left out)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_dict(cls, data: Any, weights: str) -> ServeSpec:
+        """Validate the ``serve`` object of a spec whose weights file is ``weights``.
+
+        Raises:
+            ModelLoadError: a field is missing or has an unusable value.
+        """
+        where = f"{SPEC_FILE}: 'serve'"
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{where} must be an object")
+        for key in ("form", "file"):
+            if key not in data:
+                raise ModelLoadError(f"{where} is missing {key!r}")
+        form, file = str(data["form"]), str(data["file"])
+        if form not in SERVE_FORMS:
+            raise ModelLoadError(f"{where}: form {form!r} is not one of {SERVE_FORMS}")
+        if not _is_root_file(file) or not file.endswith(".pt2") or file == weights:
+            raise ModelLoadError(
+                f"{where}: file {file!r} must be a .pt2 file at the model root, not the weights"
+            )
+        device = str(data.get("device", "cpu"))
+        if device not in SERVE_DEVICES:
+            raise ModelLoadError(f"{where}: device {device!r} is not one of {SERVE_DEVICES}")
+        layout = str(data.get("layout", "channels_last"))
+        if layout not in SERVE_LAYOUTS:
+            raise ModelLoadError(f"{where}: layout {layout!r} is not one of {SERVE_LAYOUTS}")
+        max_batch = data.get("max_batch", 64)
+        if not isinstance(max_batch, int) or not 1 <= max_batch <= MAX_SERVE_BATCH:
+            raise ModelLoadError(f"{where}: max_batch must be an integer in 1..{MAX_SERVE_BATCH}")
+        try:
+            return cls(
+                form=form,
+                file=file,
+                device=device,
+                machine=str(data.get("machine", "")),
+                cpu_isa=str(data.get("cpu_isa", "")),
+                torch=str(data.get("torch", "")),
+                max_batch=max_batch,
+                layout=layout,
+                max_abs_diff=_measure(data, "max_abs_diff"),
+                tolerance=_measure(data, "tolerance"),
+                compile_s=_measure(data, "compile_s"),
+                eager_ms=_latency(data, "eager_ms"),
+                compiled_ms=_latency(data, "compiled_ms"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{where}: {exc}") from None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A model's architecture, preprocessing and output heads."""
 
@@ -69,6 +172,7 @@ class ModelSpec:
     weights: str = "model.safetensors"
     input: InputSpec = field(default_factory=InputSpec)
     format: str = SPEC_FORMAT
+    serve: ServeSpec | None = None
 
     @property
     def head_names(self) -> list[str]:
@@ -81,6 +185,10 @@ class ModelSpec:
         data["input"]["mean"] = list(self.input.mean)
         data["input"]["std"] = list(self.input.std)
         data["heads"] = [asdict(head) for head in self.heads]
+        if self.serve is None:
+            del data["serve"]  # specs without a compiled form keep their exact old text
+        else:
+            data["serve"] = self.serve.to_dict()
         return data
 
     def to_json(self) -> str:
@@ -152,8 +260,9 @@ class ModelSpec:
         if not all(math.isfinite(m) for m in inp.mean):
             raise ModelLoadError(f"{SPEC_FILE}: input mean must be finite")
         weights = str(data.get("weights", "model.safetensors"))
-        if "/" in weights or "\\" in weights or weights.startswith("."):
+        if not _is_root_file(weights):
             raise ModelLoadError(f"{SPEC_FILE}: weights must be a file name at the model root")
+        serve = ServeSpec.from_dict(data["serve"], weights) if "serve" in data else None
         return cls(
             name=name,
             version=str(data.get("version", "0")),
@@ -162,6 +271,7 @@ class ModelSpec:
             weights=weights,
             input=inp,
             format=fmt,
+            serve=serve,
         )
 
     @classmethod
@@ -179,6 +289,33 @@ class ModelSpec:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"{SPEC_FILE} is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+def _is_root_file(name: str) -> bool:
+    return "/" not in name and "\\" not in name and not name.startswith(".")
+
+
+def _measure(data: dict[str, Any], key: str) -> float | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{key} must be a number")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{key} must be finite and not negative")
+    return float(value)
+
+
+def _latency(data: dict[str, Any], key: str) -> Latency | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be an object with batch1 and batch8")
+    batch1, batch8 = _measure(value, "batch1"), _measure(value, "batch8")
+    if batch1 is None or batch8 is None:
+        raise ValueError(f"{key} must be an object with batch1 and batch8")
+    return Latency(batch1=batch1, batch8=batch8)
 
 
 def _triple(value: Any) -> tuple[float, float, float]:
