@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import itertools
 import os
 import shutil
 import stat
@@ -12,7 +13,9 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import uuid
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scorer.errors import ModelLoadError
+from scorer.models import archive as archive_module
 from scorer.models.archive import (
     ArchiveError,
     ArchiveLimits,
@@ -330,6 +334,90 @@ def test_module_imports_no_torch() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_members"):
         ArchiveLimits(max_members=0)
+
+
+# --------------------------------------------------------------------------- the gzip stream
+
+
+def _hash_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("scorer-archive-read")]
+
+
+def test_a_large_incompressible_archive_round_trips_with_its_sha256(tmp_path: Path) -> None:
+    """Several 1 MiB blocks of compressed input, hashed on the helper thread, in order."""
+    src = _model_dir(tmp_path / "model")
+    (src / "weights.bin").write_bytes(os.urandom(3 << 20) + b"end")
+    digest = pack_directory(src, tmp_path / "model.tar.gz")
+    assert (tmp_path / "model.tar.gz").stat().st_size > 3 << 20
+    report = safe_extract(tmp_path / "model.tar.gz", tmp_path / "out")
+    assert _tree(tmp_path / "out") == _tree(src)
+    assert report.sha256 == digest == check_archive(tmp_path / "model.tar.gz").sha256
+    assert _hash_threads() == []
+
+
+def test_a_refused_large_archive_leaves_no_helper_thread(sandbox: Path) -> None:
+    members = [_file("weights.bin", os.urandom(2 << 20)), _file("../outside/evil")]
+    archive = _write_tar(sandbox / "bad.tar.gz", members)
+    _assert_refused(archive, sandbox)
+    assert _hash_threads() == []
+
+
+def _gzip_parts(raw: bytes, *cuts: int) -> list[bytes]:
+    bounds = [0, *cuts, len(raw)]
+    return [gzip.compress(raw[a:b], mtime=0) for a, b in itertools.pairwise(bounds)]
+
+
+def test_gzip_members_and_zero_padding_read_as_gzip_does(tmp_path: Path) -> None:
+    """``cat a.gz b.gz``, pigz-style members and zero padding: what gzip.GzipFile accepts."""
+    src = _model_dir(tmp_path / "model")
+    pack_directory(src, tmp_path / "one.tar.gz")
+    raw = gzip.decompress((tmp_path / "one.tar.gz").read_bytes())
+    parts = _gzip_parts(raw, 700, 5000, 5001)
+    multi = tmp_path / "multi.tar.gz"
+    multi.write_bytes(parts[0] + parts[1] + bytes(3000) + parts[2] + parts[3] + bytes(100))
+    with gzip.GzipFile(multi) as reference:
+        assert reference.read() == raw
+    report = safe_extract(multi, tmp_path / "out")
+    assert _tree(tmp_path / "out") == _tree(src)
+    assert report.sha256 == _sha256(multi)
+
+
+def test_many_tiny_gzip_members_and_long_padding(tmp_path: Path) -> None:
+    """Thousands of empty members, a member per tar block, megabytes of zero padding: all
+    read (in time linear in the size: zlib's leftover input per member stays small)."""
+    raw = _plain_tar([_file("spec.json", b"{}"), _file("model.bin", os.urandom(20_000))])
+    blocks = [gzip.compress(raw[i : i + 512], mtime=0) for i in range(0, len(raw), 512)]
+    data = gzip.compress(b"", mtime=0) * 20_000 + b"".join(blocks) + bytes(8 << 20)
+    (tmp_path / "odd.tar.gz").write_bytes(data)
+    report = safe_extract(tmp_path / "odd.tar.gz", tmp_path / "out")
+    assert report.files == ("spec.json", "model.bin")
+    assert (tmp_path / "out" / "model.bin").read_bytes() == raw[1536 : 1536 + 20_000]
+
+
+@pytest.mark.parametrize(
+    "tail", [b"garbage", b"\x1f\x8b", b"\x01"], ids=["garbage", "lone_magic", "one_byte"]
+)
+def test_anything_but_a_member_or_zeros_after_a_member_is_refused(
+    sandbox: Path, tail: bytes
+) -> None:
+    archive = _write_tar(sandbox / "tail.tar.gz", [_file("spec.json")])
+    archive.write_bytes(archive.read_bytes() + tail)
+    _assert_refused(archive, sandbox, error=ArchiveError)
+
+
+def test_the_standard_library_zlib_reads_the_same(
+    sandbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zlib is the fallback where zlib-ng is not installed: same results, same refusals."""
+    monkeypatch.setattr(archive_module, "_INFLATE", zlib)
+    src = _model_dir(sandbox / "model")
+    digest = pack_directory(src, sandbox / "good.tar.gz")
+    assert safe_extract(sandbox / "good.tar.gz", sandbox / "out").sha256 == digest
+    assert _tree(sandbox / "out") == _tree(src)
+    for case in ("gzip_bad_crc", "gzip_truncated", "gzip_flipped_bytes"):
+        bad = sandbox / f"{case}.tar.gz"
+        bad.write_bytes(CORRUPT[case]((sandbox / "good.tar.gz").read_bytes()))
+        _assert_refused(bad, sandbox, error=ArchiveError)
 
 
 # --------------------------------------------------------------------------- hostile archives

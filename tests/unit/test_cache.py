@@ -7,8 +7,10 @@ MMS's management API, is exercised by tests/integration/test_local_*.py).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -182,6 +184,10 @@ def test_cold_load_then_warm_hit(
         assert line["model"] == "market/fr.tar.gz"
         assert {"bytes", "ms"} <= line.keys()
     assert lines[0]["bytes"] == first.extracted_bytes
+    assert set(lines[0]["phases_ms"]) == {"fetch", "extract", "make_room", "register"}
+    assert all(ms >= 0 for ms in lines[0]["phases_ms"].values())
+    archive_bytes = (prefix / "market/fr.tar.gz").read_bytes()
+    assert lines[0]["sha256"] == hashlib.sha256(archive_bytes).hexdigest()
 
 
 def test_exactly_one_load_for_eight_concurrent_first_requests(tmp_path: Path, prefix: Path) -> None:
@@ -275,8 +281,10 @@ def test_lru_eviction_at_the_host_memory_budget(tmp_path: Path, prefix: Path) ->
     async def body() -> None:
         await touch(cache, "a.tar.gz")
         await touch(cache, "b.tar.gz")
+        await cache.settle()
         assert cache.stats().footprint[HOST_MEMORY] == 200
         await touch(cache, "c.tar.gz")  # the estimate (mean: 100) makes room first
+        await cache.settle()
 
     run(cache, body)
     stats = cache.stats()
@@ -297,10 +305,68 @@ def test_memory_budget_measured_after_load_evicts_when_the_estimate_was_low(
 
     async def body() -> None:
         await touch(cache, "a.tar.gz")
+        await cache.settle()
         await touch(cache, "b.tar.gz")
+        await cache.settle()
 
     run(cache, body)
     assert cache.stats().resident_models == ("b.tar.gz",)  # never the model just loaded
+
+
+class GatedMeter:
+    """A footprint meter that answers only when its gate opens (a slow nvidia-smi)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+        self.gate = asyncio.Event()
+        self.calls = 0
+
+    async def measure(self, model: ResidentModel) -> int | None:
+        self.calls += 1
+        await self.gate.wait()
+        return self.value
+
+
+def test_a_first_request_does_not_wait_for_the_footprint_measurement(
+    tmp_path: Path, prefix: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="scorer.cache")
+    meter = GatedMeter(500)
+    cache, _, _ = make_cache(tmp_path, prefix, budgets=[Budget("gpu_memory", 600, meter)])
+
+    async def body() -> None:
+        first = await touch(cache, "a.tar.gz")  # served while the meter has not answered
+        assert meter.calls == 1
+        assert first.footprint == {"gpu_memory": first.extracted_bytes}  # the estimate
+        meter.gate.set()
+        await cache.settle()
+        assert cache.resident()[0].footprint == {"gpu_memory": 500}
+        await touch(cache, "b.tar.gz")  # estimated at 500: a is evicted to make room
+        await cache.settle()
+
+    run(cache, body)
+    assert cache.stats().resident_models == ("b.tar.gz",)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "scorer.cache"]
+    measured = [line for line in lines if line["event"] == "cache.measure"]
+    assert [line["model"] for line in measured] == ["a.tar.gz", "b.tar.gz"]
+    assert measured[0]["footprint"] == {"gpu_memory": 500}
+
+
+def test_a_model_evicted_before_its_measurement_is_not_counted(
+    tmp_path: Path, prefix: Path
+) -> None:
+    meter = GatedMeter(500)
+    cache, _, _ = make_cache(tmp_path, prefix, budgets=[Budget("gpu_memory", 1 << 30, meter)])
+
+    async def body() -> None:
+        await touch(cache, "a.tar.gz")
+        assert await cache.evict("a.tar.gz")
+        meter.gate.set()
+        await cache.settle()
+
+    run(cache, body)
+    assert cache.resident() == ()
+    assert cache.stats().footprint["gpu_memory"] == 0
 
 
 def test_unknown_footprint_falls_back_to_the_extracted_size(tmp_path: Path, prefix: Path) -> None:
@@ -309,7 +375,13 @@ def test_unknown_footprint_falls_back_to_the_extracted_size(tmp_path: Path, pref
         host_memory_budget(1 << 30, registry),
         Budget("gpu_memory", 1 << 30, ExtractedSizeMeter()),
     )
-    model = run(cache, lambda: touch(cache, "a.tar.gz"))
+
+    async def body() -> ResidentModel:
+        model = await touch(cache, "a.tar.gz")
+        await cache.settle()
+        return model
+
+    model = run(cache, body)
     resident = cache.resident()[0]
     assert resident.footprint == {
         HOST_MEMORY: model.extracted_bytes,
@@ -501,6 +573,68 @@ def test_corrupt_or_unsafe_archive_is_4xx_and_leaves_the_cache_clean(
     assert registry.registrations(model_hash("bad.tar.gz")) == 0
     assert not (tmp_path / "evil.txt").exists()
     assert cache.stats().failures == 1
+
+
+@pytest.mark.parametrize("make_bad", [_truncated, _traversal])
+def test_a_refused_archive_evicts_nothing(
+    tmp_path: Path, prefix: Path, make_bad: Callable[[Path], None]
+) -> None:
+    """Checked and extracted in one pass before room is made: a bad archive costs no model."""
+    make_bad(prefix)
+    cache, registry, _ = make_cache(tmp_path, prefix, max_models=1)
+
+    async def body() -> None:
+        await touch(cache, "a.tar.gz")
+        with pytest.raises(ArchiveError):
+            await touch(cache, "bad.tar.gz")
+
+    run(cache, body)
+    assert cache.stats().resident_models == ("a.tar.gz",)
+    assert cache.stats().evictions == 0
+    assert ("unregister", model_hash("a.tar.gz")) not in registry.calls
+    assert cache_listing(cache) == [model_hash("a.tar.gz")]
+
+
+def test_a_directory_source_links_the_archive_and_leaves_it_intact(
+    tmp_path: Path, prefix: Path
+) -> None:
+    source = DirectorySource(prefix)
+    dest = tmp_path / "fetched.tar.gz"
+    size = asyncio.run(source.fetch("a.tar.gz", dest, 1 << 30))
+    original = prefix / "a.tar.gz"
+    assert size == original.stat().st_size
+    assert os.path.samefile(dest, original)  # linked, not copied
+    dest.unlink()
+    assert original.stat().st_nlink == 1 and original.stat().st_size == size
+
+
+def test_a_directory_source_copies_where_it_cannot_link(
+    tmp_path: Path, prefix: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_link(*args: Any, **kwargs: Any) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr("scorer.cache.sources.os.link", no_link)
+    dest = tmp_path / "fetched.tar.gz"
+    asyncio.run(DirectorySource(prefix).fetch("a.tar.gz", dest, 1 << 30))
+    assert not os.path.samefile(dest, prefix / "a.tar.gz")
+    assert dest.read_bytes() == (prefix / "a.tar.gz").read_bytes()
+
+
+def test_a_directory_source_never_links_a_file_other_than_the_one_it_opened(
+    tmp_path: Path, prefix: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key's path is replaced between the open and the link: the opened file is copied."""
+    real_link = os.link
+
+    def swapped(src: Any, dst: Any, **kwargs: Any) -> None:
+        real_link(prefix / "b.tar.gz", dst, **kwargs)
+
+    monkeypatch.setattr("scorer.cache.sources.os.link", swapped)
+    dest = tmp_path / "fetched.tar.gz"
+    asyncio.run(DirectorySource(prefix).fetch("a.tar.gz", dest, 1 << 30))
+    assert dest.read_bytes() == (prefix / "a.tar.gz").read_bytes()
+    assert (prefix / "b.tar.gz").stat().st_nlink == 1
 
 
 def test_an_archive_over_the_size_limit_is_refused(tmp_path: Path, prefix: Path) -> None:

@@ -6,11 +6,19 @@ self-managed multi-model mode. It knows nothing of HTTP framing or torch; it tal
 
 What it does for a model key (SageMaker's TargetModel), as the SageMaker platform does:
 
-1. fetch the archive once into a temporary file under the cache root;
-2. check it (:func:`~scorer.models.archive.check_archive`) and make room for it;
-3. extract it safely into ``<root>/<hash>/model`` (via a temporary sibling and a rename);
+1. fetch the archive once into a temporary file under the cache root (a directory
+   source links it there when it can: no copy);
+2. check and extract it in one streaming pass (:func:`~scorer.models.archive.safe_extract`:
+   every member is checked before anything is written for it, and a refused archive leaves
+   nothing) into ``<root>/<hash>/model`` via a temporary sibling and a rename;
+3. make room for it (evictions);
 4. register it with the model server under the name ``<hash>``;
 5. hand it to callers, counting the requests that hold it.
+
+A loaded model serves at once, counted at the estimate room was made for; its footprint is
+measured in the background (``cache.measure``), and LRU models are evicted then if the
+measure shows a limit exceeded. The load event (``cache.load``) gives each step's duration
+(``phases_ms``: fetch, extract, make_room, register) and the archive's sha256.
 
 Concurrent first requests for one key share a single load; a request waits for a loading
 model at most ``load_wait_s`` seconds, then gets :class:`ModelNotReadyError` while the load
@@ -54,7 +62,7 @@ from scorer.errors import (
     ModelServerUnavailableError,
     ScorerError,
 )
-from scorer.models.archive import ArchiveError, ArchiveLimits, check_archive, safe_extract
+from scorer.models.archive import ArchiveError, ArchiveLimits, ExtractReport, safe_extract
 
 MODEL_SUBDIR = "model"
 """Models go to ``<root>/<name>/model``, as SageMaker's ``/opt/ml/models/<hash>/model``."""
@@ -358,6 +366,7 @@ class ModelCache:
 
     async def _load(self, key: str, name: str) -> None:
         started = time.perf_counter()
+        phases = _Phases()
         pending_unload = self._unloading.get(name)
         if pending_unload is not None:
             await asyncio.shield(pending_unload)
@@ -373,15 +382,17 @@ class ModelCache:
             fetched = await _finish_in_thread(
                 self.source.fetch(key, archive, self.archive_limits.max_total_bytes)
             )
+            phases.done("fetch")
             try:
-                listing = await _finish_in_thread(
-                    asyncio.to_thread(check_archive, archive, self.archive_limits)
+                report = await _finish_in_thread(
+                    asyncio.to_thread(self._extract, archive, staging, final)
                 )
             except ArchiveError as exc:
                 raise type(exc)(f"model {key!r} cannot be used: {exc.message}") from exc
-            await self._make_room(name, listing.total_bytes)
-            await _finish_in_thread(asyncio.to_thread(self._extract, archive, staging, final))
             await _finish_in_thread(asyncio.to_thread(_remove_all, (download,)))
+            phases.done("extract")
+            await self._make_room(name, report.total_bytes)
+            phases.done("make_room")
             model_dir = final / MODEL_SUBDIR
             registering = True
             try:
@@ -392,8 +403,11 @@ class ModelCache:
                 raise InsufficientMemoryError(
                     f"model {key!r} does not fit in the model server's memory: {exc.message}"
                 ) from exc
-            entry = _Entry(key, name, model_dir, fetched, listing.total_bytes)
-            entry.footprint = await self._measure(entry)
+            phases.done("register")
+            entry = _Entry(key, name, model_dir, fetched, report.total_bytes)
+            # Serving starts now, counted at the estimate room was made for; the measured
+            # footprint replaces it in the background (meters scan processes, nvidia-smi).
+            entry.footprint = dict(self._reserved.get(name) or {})
             entry.load_ms = round((time.perf_counter() - started) * 1000, 1)
             self._reserved.pop(name, None)
             self._entries[name] = entry
@@ -414,15 +428,43 @@ class ModelCache:
         events.log_event(
             self._log, events.LOAD, model=key, name=name, bytes=entry.extracted_bytes,
             archive_bytes=fetched, footprint=entry.footprint, ms=entry.load_ms,
+            phases_ms=phases.ms, sha256=report.sha256,
         )  # fmt: skip
-        await self._enforce_limits(exclude={name})
+        if self.budgets:
+            task = asyncio.get_running_loop().create_task(self._measure_loaded(entry))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        else:
+            await self._enforce_limits(exclude={name})
 
-    def _extract(self, archive: Path, staging: Path, final: Path) -> None:
+    async def _measure_loaded(self, entry: _Entry) -> None:
+        """Measure a model that just became resident, then evict LRU models if over a limit
+        (never the model just loaded)."""
+        started = time.perf_counter()
+        footprint = await self._measure(entry)
+        if self._entries.get(entry.name) is not entry:
+            return  # evicted or discarded meanwhile
+        entry.footprint = footprint
+        events.log_event(
+            self._log, events.MEASURE, model=entry.key, name=entry.name,
+            footprint=footprint, ms=round((time.perf_counter() - started) * 1000, 1),
+        )  # fmt: skip
+        await self._enforce_limits(exclude={entry.name})
+
+    async def settle(self) -> None:
+        """Wait for background work: footprint measurements and the evictions they cause."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _extract(self, archive: Path, staging: Path, final: Path) -> ExtractReport:
+        """Check and extract in one streaming pass (nothing is left if the archive is
+        refused), then move the model into place."""
         staging.mkdir()
-        safe_extract(archive, staging / MODEL_SUBDIR, self.archive_limits)
+        report = safe_extract(archive, staging / MODEL_SUBDIR, self.archive_limits)
         if final.exists():  # left by an unload that could not remove it
             shutil.rmtree(final)
         staging.rename(final)
+        return report
 
     async def _register(self, name: str, model_dir: Path) -> None:
         try:
@@ -559,6 +601,19 @@ class ModelCache:
         self.root.mkdir(parents=True, exist_ok=True)
         leftovers = [p for p in self.root.iterdir() if _OWNED.match(p.name)]
         _remove_all(leftovers)
+
+
+class _Phases:
+    """How long each step of one load took, in ms (for the load event)."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.ms[phase] = round((now - self._last) * 1000, 1)
+        self._last = now
 
 
 async def _finish_in_thread(work: Awaitable[_T]) -> _T:

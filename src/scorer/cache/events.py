@@ -11,6 +11,7 @@ LOGGER_NAME = "scorer.cache"
 HIT = "cache.hit"
 MISS = "cache.miss"
 LOAD = "cache.load"
+MEASURE = "cache.measure"
 EVICT = "cache.evict"
 FAILURE = "cache.failure"
 

@@ -1,7 +1,8 @@
 """Where model archives come from: a local directory or an S3 prefix (``s3://bucket/prefix/``).
 
-A source copies one archive, named by a validated key relative to its prefix, into a file
-the cache chose. Sources know nothing of extraction or the model server.
+A source puts one archive, named by a validated key relative to its prefix, at a path the
+cache chose (a download, a copy, or a hard link for a local file). Sources know nothing of
+extraction or the model server.
 
 S3 goes through boto3 with the standard configuration chain (credentials, region,
 ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``), so any S3-compatible server works.
@@ -35,7 +36,8 @@ class ModelSource(Protocol):
         ...
 
     async def fetch(self, key: str, dest: Path, max_bytes: int) -> int:
-        """Copy the archive named ``key`` to the new file ``dest``; return its size.
+        """Put the archive named ``key`` at the new path ``dest`` (a copy, or a hard link to
+        a local file: the cache only reads it and then unlinks it); return its size.
 
         Raises:
             ModelNotFoundError: no archive has that key.
@@ -82,6 +84,8 @@ class DirectorySource:
                     raise ModelNotFoundError(f"model {key!r} under {self.uri} is not a file")
                 if info.st_size > max_bytes:
                     raise _too_large(f"{self.uri}{key}", max_bytes)
+                if _link_same_file(path, info, dest):
+                    return info.st_size
                 with open(dest, "xb") as out:
                     shutil.copyfileobj(src, out, _CHUNK)
                     return out.tell()
@@ -91,8 +95,27 @@ class DirectorySource:
             raise ModelSourceError(f"cannot read model {key!r} under {self.uri}: {exc}") from None
 
     async def fetch(self, key: str, dest: Path, max_bytes: int) -> int:
-        """Copy ``root/key`` to ``dest`` (a key resolving outside the root is not found)."""
+        """Hard-link ``root/key`` at ``dest``, or copy it where a link cannot be made (another
+        file system, not permitted); a key resolving outside the root is not found."""
         return await asyncio.to_thread(self._copy, key, dest, max_bytes)
+
+
+def _link_same_file(path: Path, opened: os.stat_result, dest: Path) -> bool:
+    """Hard-link ``path`` at ``dest`` if it still names the file that was opened and checked
+    (``opened``); False, leaving nothing at ``dest``, where that is not so or not possible
+    (another file system, a link limit, a read-only mount)."""
+    try:
+        os.link(path, dest, follow_symlinks=False)
+    except OSError:
+        return False
+    try:
+        linked = os.stat(dest, follow_symlinks=False)
+    except OSError:
+        linked = None
+    if linked is None or (linked.st_dev, linked.st_ino) != (opened.st_dev, opened.st_ino):
+        dest.unlink(missing_ok=True)  # replaced meanwhile: copy the opened file instead
+        return False
+    return True
 
 
 class S3Source:
