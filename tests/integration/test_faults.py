@@ -18,6 +18,7 @@ from scorer.modelserver.inflight import in_flight
 from tests.support.models import add_code, creative_model_dir, image_bytes, torchscript_model_dir
 from tests.support.processes import serving_entrypoint
 from tests.support.servers import load, server_environ
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +35,6 @@ def transform_fn(model, data, content_type, accept):
 """
 
 
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _invoke(url: str, name: str) -> int:
@@ -92,7 +83,7 @@ def test_killed_worker_is_restarted_and_serves_again(entrypoint_server) -> None:
     assert serving, f"no forked MMS worker among {[w.pid for w in workers]}"
     for worker in serving:
         worker.kill()
-    _wait(lambda: _invoke(url, "m1") == 200, 90, "the restarted worker to serve")
+    wait_for(lambda: _invoke(url, "m1") == 200, 90, "the restarted worker to serve")
 
 
 def test_killed_model_server_is_restarted_with_its_models(entrypoint_server) -> None:  # type: ignore[no-untyped-def]
@@ -103,7 +94,7 @@ def test_killed_model_server_is_restarted_with_its_models(entrypoint_server) -> 
     java = _children(process.pid, "com.amazonaws.ml.mms.ModelServer")
     assert java, "no MMS Java process found"
     java[0].kill()
-    _wait(lambda: _invoke(url, "m1") == 200, 120, "the model to serve after the restart")
+    wait_for(lambda: _invoke(url, "m1") == 200, 120, "the model to serve after the restart")
     assert process.poll() is None
 
 
@@ -130,7 +121,7 @@ def test_sigterm_lets_requests_in_flight_finish(entrypoint_server) -> None:  # t
     caller = threading.Thread(target=invoke)
     caller.start()
     inflight_dir = model_dir.parents[2] / "run" / "inflight"  # SCORER_RUN_DIR's, as drain reads
-    _wait(lambda: in_flight(inflight_dir) == 1, 60, "the request to be inside the worker")
+    wait_for(lambda: in_flight(inflight_dir) == 1, 60, "the request to be inside the worker")
     process.send_signal(signal.SIGTERM)  # while the model sleeps through its 3 s
     caller.join(timeout=30)
     assert answers and answers[0].status_code == 200, answers

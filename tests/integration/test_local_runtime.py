@@ -20,12 +20,12 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from scorer.cache import CacheSettings, model_hash
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
 from scorer.models.archive import pack_directory
+from tests.support.metrics import scrape
 from tests.support.models import (
     ECHO_SCRIPT,
     FAILING_MODEL_FN,
@@ -140,18 +140,10 @@ def test_prometheus_metrics_count_a_request_per_model(runtime: Any, url: str) ->
     name = model_hash("creative-v3.tar.gz")  # the model server's name for the key
     ok = ("scorer_requests_total", frozenset({("model", name), ("code", "200")}))
 
-    def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        response = httpx.get(f"{url}/metrics", timeout=10)
-        assert response.status_code == 200
-        return {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples
-        }
 
-    before = scrape().get(ok, 0.0)
+    before = scrape(url).get(ok, 0.0)
     invoke(runtime, "creative-v3.tar.gz")
-    after = scrape()
+    after = scrape(url)
     assert after[ok] == before + 1
     info = ("scorer_cache_model_info", frozenset({("model", name), ("key", "creative-v3.tar.gz")}))
     assert after[info] == 1

@@ -8,8 +8,7 @@ of invocations each (one a 4xx), then a SIGKILLed worker; the counters never go 
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,6 +22,7 @@ from scorer.modelserver.workers import worker_processes
 from tests.support.models import creative_model_dir, image_bytes
 from tests.support.processes import serving_entrypoint
 from tests.support.servers import external_url, load, running_server, server_environ
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -87,16 +87,6 @@ def requests_of(samples: Samples) -> dict[tuple[str, str], float]:
     }
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout  # bounds a hang; nothing is measured
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def serving_processes(server_pid: int, model: str) -> list[psutil.Process]:

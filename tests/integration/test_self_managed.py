@@ -23,11 +23,11 @@ import httpx
 import psutil
 import pytest
 from moto.server import ThreadedMotoServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from scorer.cache import model_hash
 from scorer.models.archive import pack_directory
 from scorer.modelserver.ports import free_loopback_port
+from tests.support.metrics import scrape
 from tests.support.models import creative_model_dir, image_bytes
 from tests.support.processes import serving_entrypoint, stop_tree
 
@@ -116,22 +116,14 @@ def metrics(url: str) -> dict[str, Any]:
     return response.json()
 
 
-def prometheus(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    response = httpx.get(f"{url}/metrics", timeout=10)
-    assert response.status_code == 200
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(response.text)
-        for sample in family.samples
-    }
 
 
 def test_prometheus_metrics_count_a_request_per_model(endpoint: str) -> None:
     name = model_hash("market-de.tar.gz")  # the model server's name for the key
     ok = ("scorer_requests_total", frozenset({("model", name), ("code", "200")}))
-    before = prometheus(endpoint).get(ok, 0.0)
+    before = scrape(endpoint).get(ok, 0.0)
     assert invoke(endpoint, "market-de.tar.gz").status_code == 200
-    after = prometheus(endpoint)
+    after = scrape(endpoint)
     assert after[ok] == before + 1
     info = ("scorer_cache_model_info", frozenset({("model", name), ("key", "market-de.tar.gz")}))
     assert after[info] == 1

@@ -112,14 +112,6 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # --- fixtures and helpers -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def restore_imports() -> Iterator[None]:
-    path, modules = list(sys.path), set(sys.modules)
-    yield
-    sys.path[:] = path
-    for name in set(sys.modules) - modules:
-        if name.startswith("scorer_user_"):
-            del sys.modules[name]
 
 
 def service_for(model_dir: Path, root: Path, **extra: str) -> HandlerService:
