@@ -46,6 +46,17 @@ def clear(directory: Path, model: str) -> None:
     record_path(directory, model).unlink(missing_ok=True)
 
 
+def read_since(directory: Path, model: str, since: float) -> dict[str, object] | None:
+    """The failure record of ``model`` if it was written at or after ``since`` (epoch
+    seconds), else None: an older record is about an earlier load."""
+    try:
+        if record_path(directory, model).stat().st_mtime < since:
+            return None
+    except OSError:
+        return None
+    return read(directory, model)
+
+
 def read(directory: Path, model: str) -> dict[str, object] | None:
     """The failure record of ``model``, or None."""
     try:

@@ -228,13 +228,9 @@ class ModelServer:
         if self.config.multi_model:
             return
         failures = self.config.load_failures_dir
-        try:
-            recorded = load_failures.record_path(failures, SINGLE_MODEL_NAME).stat().st_mtime
-        except OSError:
+        record = load_failures.read_since(failures, SINGLE_MODEL_NAME, self._started_at)
+        if record is None:
             return
-        if recorded < self._started_at:
-            return
-        record = load_failures.read(failures, SINGLE_MODEL_NAME) or {}
         raise ModelServerStartError(
             f"the model in {self.config.model_dir} failed to load: "
             f"{record.get('message', 'see the model server log')} "

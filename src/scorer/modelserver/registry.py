@@ -95,13 +95,7 @@ class MmsModelRegistry:
         """Why the worker says this load failed, if recorded during this call and public."""
         if self.load_failures_dir is None:
             return None
-        path = load_failures.record_path(self.load_failures_dir, name)
-        try:
-            if path.stat().st_mtime < since - 1:
-                return None  # an older failure
-        except OSError:
-            return None
-        record = load_failures.read(self.load_failures_dir, name)
+        record = load_failures.read_since(self.load_failures_dir, name, since - 1)
         if not record or not record.get("public") or not record.get("message"):
             return None
         return str(record["message"])
