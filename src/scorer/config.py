@@ -213,8 +213,7 @@ def _timeout_seconds(environ: Mapping[str, str]) -> int:
     limit = JAVA_INT_MAX // 2  # MMS adds the load bound's margin to the larger of the two
     seconds = _int(environ, MODEL_SERVER_TIMEOUT_SECONDS, None, minimum=1, maximum=limit)
     if seconds is None:
-        seconds = _int(environ, MODEL_SERVER_TIMEOUT, 60, minimum=1, maximum=limit)
-    assert seconds is not None
+        seconds = _required_int(environ, MODEL_SERVER_TIMEOUT, 60, 1, limit)
     return seconds
 
 
@@ -240,20 +239,17 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         ConfigError: a variable is set to a value that cannot be used.
     """
     env = os.environ if environ is None else environ
-    port = _int(env, BIND_TO_PORT, 8080, minimum=1)
-    assert port is not None
+    port = _required_int(env, BIND_TO_PORT, 8080, 1, JAVA_INT_MAX)
     if port >= 65536:
         raise ConfigError(f"{BIND_TO_PORT} is not a valid port: {port}")
     device = env.get(DEVICE, "auto").strip().lower() or "auto"
     if device not in {"auto", "cpu", "cuda"}:
         raise ConfigError(f"{DEVICE} must be auto, cpu or cuda, got {device!r}")
     run_dir = Path(env.get(RUN_DIR) or "/tmp/scorer")
-    startup = _int(env, STARTUP_TIMEOUT, 600, minimum=1)
-    load_timeout = _int(env, MODEL_LOAD_TIMEOUT, 300, minimum=1, maximum=JAVA_INT_MAX // 2)
-    concurrent = _int(env, MAX_CONCURRENT_TRANSFORMS, 1, minimum=1)
-    payload_mb = _int(env, MAX_PAYLOAD_IN_MB, 6, minimum=1, maximum=JAVA_INT_MAX >> 20)
-    assert startup is not None and concurrent is not None and payload_mb is not None
-    assert load_timeout is not None
+    startup = _required_int(env, STARTUP_TIMEOUT, 600, 1, JAVA_INT_MAX)
+    load_timeout = _required_int(env, MODEL_LOAD_TIMEOUT, 300, 1, JAVA_INT_MAX // 2)
+    concurrent = _required_int(env, MAX_CONCURRENT_TRANSFORMS, 1, 1, JAVA_INT_MAX)
+    payload_mb = _required_int(env, MAX_PAYLOAD_IN_MB, 6, 1, JAVA_INT_MAX >> 20)
     return ServerConfig(
         multi_model=_bool(env, MULTI_MODEL, False),
         port=port,
