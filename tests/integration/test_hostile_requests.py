@@ -142,12 +142,6 @@ def test_header_with_cr_lf_is_refused_and_the_server_survives(server: str) -> No
     assert_alive(server)
 
 
-OPEN_DEFECT_5 = (
-    "#21 defect 5, open: MMS 1.1.11 answers every failed POST /models 500 'Failed to start "
-    "workers' (ManagementRequestHandler); the worker records 400 for this load"
-)
-
-
 def _load_unsafe_name(server: str) -> tuple[httpx.Response, list[str]]:
     with httpx.Client(base_url=server, timeout=120) as client:
         response = client.post("/models", json={"model_name": "..%2F..%2Fx", "url": "/"})
@@ -162,10 +156,12 @@ def test_unsafe_model_name_is_refused(server: str) -> None:
     assert_alive(server)
 
 
-@pytest.mark.xfail(strict=True, reason=OPEN_DEFECT_5)
-def test_unsafe_model_name_is_a_4xx(server: str) -> None:
+def test_unsafe_model_name_is_a_4xx_with_the_reason(server: str) -> None:
     response, _ = _load_unsafe_name(server)
-    assert 400 <= response.status_code < 500, response.text
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == 400 and "model name" in body["message"], body
+    assert "Traceback" not in response.text
 
 
 @settings(

@@ -349,6 +349,15 @@ def test_failing_model_fn_fails_the_load_and_others_keep_serving(
 ) -> None:
     response = load(client, "broken", models["broken"])
     assert response.status_code == 500
+    body = response.json()  # the reason, not MMS's "Failed to start workers"
+    assert body == {
+        "code": 500,
+        "type": "RuntimeError",
+        "message": "RuntimeError: weights are corrupt on purpose",
+    }
+    # answered only once MMS has unregistered it
+    listed = [m["modelName"] for m in client.get("/models").json()["models"]]
+    assert "broken" not in listed
     assert client.get("/models/broken").status_code == 404
     ok = client.post(
         "/models/creative-a/invoke", content=image_bytes(), headers={"Content-Type": "image/jpeg"}
@@ -401,17 +410,17 @@ def test_model_url_outside_models_root_is_refused(client: httpx.Client, tmp_path
     assert client.get("/models/outside").status_code == 404
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="#21 defect 5, open: MMS 1.1.11 answers every failed POST /models 500 'Failed to "
-    "start workers' (ManagementRequestHandler); the worker records 400 for this load",
-)
-def test_model_url_outside_models_root_is_a_4xx(client: httpx.Client, tmp_path: Path) -> None:
+def test_model_url_outside_models_root_is_a_4xx_with_the_reason(
+    client: httpx.Client, tmp_path: Path
+) -> None:
     if external_url() is not None:  # a container cannot see the host's path: a 404 there
         pytest.skip("the server under test cannot see this test's files")
     outside = creative_model_dir(tmp_path, "outside-4xx")
     response = load(client, "outside-4xx", outside)
-    assert 400 <= response.status_code < 500, response.text
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == 400 and body["type"] == "InvalidLoadRequestError", body
+    assert "SCORER_MODELS_ROOT" in body["message"] and "Traceback" not in response.text
 
 
 def test_each_model_gets_its_own_requirements(

@@ -13,8 +13,8 @@ def test_record_read_and_clear(tmp_path: Path) -> None:
     path = load_failures.record(directory, "market-de", 507, "out of memory loading market-de")
     assert path == directory / "market-de.json"
     assert json.loads(path.read_text()) == {
-        "model": "market-de", "status": 507, "message": "out of memory loading market-de",
-        "public": True,
+        "model": "market-de", "status": 507, "type": "ModelLoadError",
+        "message": "out of memory loading market-de", "public": True,
     }  # fmt: skip
     assert load_failures.read(directory, "market-de")["status"] == 507  # type: ignore[index]
     load_failures.clear(directory, "market-de")

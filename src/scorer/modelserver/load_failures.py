@@ -2,13 +2,15 @@
 
 MMS answers a failed ``POST /models`` with a fixed "Failed to start workers" and its
 ``/ping`` knows nothing about a failure. The worker that failed writes one small JSON file,
-``<run dir>/load-failures/<model>.json`` (``{"model", "status", "message", "public"}``); a
-successful load removes it. ``public`` is false when the message quotes a user exception
-(it may name paths or data): ``/ping`` shows it to the operator, but the emulator and the
-gateway do not pass it on to clients. scorer's ``/ping`` plugin reads it to say *why* a
-single-model endpoint is not ready.
+``<run dir>/load-failures/<model>.json`` (``{"model", "status", "type", "message",
+"public"}``); a successful load removes it. ``public`` is false when the message quotes a
+user exception (it may name paths or data): the emulator and the gateway do not pass it on
+to clients. The operator sees it: scorer's ``/ping`` plugin reads the record to say *why* a
+single-model endpoint is not ready, and its load failure reporter answers a failed ``POST
+/models`` with the record's status, type and message (the management API's caller is the
+operator or the platform).
 
-Only stdlib: the ``/ping`` plugin's contract is this file's JSON, nothing else.
+Only stdlib: the MMS plugins' contract is this file's JSON, nothing else.
 """
 
 from __future__ import annotations
@@ -27,12 +29,26 @@ def record_path(directory: Path, model: str) -> Path:
     return directory / f"{safe}{SUFFIX}"
 
 
-def record(directory: Path, model: str, status: int, message: str, public: bool = True) -> Path:
-    """Write (atomically) why ``model`` failed to load."""
+def record(
+    directory: Path,
+    model: str,
+    status: int,
+    message: str,
+    public: bool = True,
+    error_type: str = "ModelLoadError",
+) -> Path:
+    """Write (atomically) why ``model`` failed to load: the status a ``POST /models`` should
+    answer, the error's type name, and its message."""
     directory.mkdir(parents=True, exist_ok=True)
     path = record_path(directory, model)
     body = json.dumps(
-        {"model": model, "status": status, "message": message[:1000], "public": public}
+        {
+            "model": model,
+            "status": status,
+            "type": error_type,
+            "message": message[:1000],
+            "public": public,
+        }
     )
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     with os.fdopen(fd, "w", encoding="utf-8") as out:

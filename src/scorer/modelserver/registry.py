@@ -92,12 +92,16 @@ class MmsModelRegistry:
         )
 
     def _recorded_reason(self, name: str, since: float) -> str | None:
-        """Why the worker says this load failed, if recorded during this call and public."""
+        """Why the worker says this load failed, if recorded during this call. A reason that
+        quotes the model's own exception (not public) is withheld: MMS's answer carries it
+        too (scorer's load failure reporter), so it is not used either."""
         if self.load_failures_dir is None:
             return None
         record = load_failures.read_since(self.load_failures_dir, name, since - 1)
-        if not record or not record.get("public") or not record.get("message"):
+        if not record or not record.get("message"):
             return None
+        if not record.get("public"):
+            return f"the model's code raised {record.get('type') or 'an error'} while loading"
         return str(record["message"])
 
     def _see_log(self) -> str:

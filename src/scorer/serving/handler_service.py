@@ -348,12 +348,17 @@ _LOAD_OUTCOMES = {504: "timeout", 507: "out_of_memory"}  # a failed load's statu
 
 
 def _load_failed(
-    failures: Path, model_name: str, status: int, message: str, public: bool = True
+    failures: Path,
+    model_name: str,
+    status: int,
+    message: str,
+    public: bool = True,
+    error_type: str = "ModelLoadError",
 ) -> None:
     _log_event("model_load_failed", model=model_name, status=status, error=message)
     record_load(model_name, _LOAD_OUTCOMES.get(status, "error"))
     try:
-        load_failures.record(failures, model_name, status, message, public)
+        load_failures.record(failures, model_name, status, message, public, error_type)
     except OSError:
         logger.exception("cannot record the load failure of %s", model_name)
 
@@ -378,19 +383,22 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
                 f"model {model_name} did not load within {config.load_timeout_seconds} s "
                 "(SCORER_MODEL_LOAD_TIMEOUT)"
             )
-            _load_failed(failures, model_name, 504, message)
+            _load_failed(failures, model_name, 504, message, error_type="ModelLoadTimeout")
             raise ModelLoadError(message) from None
         except _OOM_ERRORS as exc:
-            _load_failed(failures, model_name, 507, f"out of memory loading {model_name}: {exc}")
+            message = f"out of memory loading {model_name}: {exc}"
+            _load_failed(failures, model_name, 507, message, error_type="InsufficientMemoryError")
             if config.multi_model:
                 janitor.start(config.port, model_name)  # MMS keeps a 507 model registered
             raise MemoryError(f"out of memory loading {model_name}") from None
         except ScorerError as exc:
-            _load_failed(failures, model_name, int(exc.status_code), exc.message)
+            status = int(exc.status_code)
+            _load_failed(failures, model_name, status, exc.message, error_type=type(exc).__name__)
             raise
         except Exception as exc:
             logger.exception("loading model %s failed", model_name)
-            _load_failed(failures, model_name, 500, f"{type(exc).__name__}: {exc}", public=False)
+            message = f"{type(exc).__name__}: {exc}"
+            _load_failed(failures, model_name, 500, message, False, type(exc).__name__)
             raise
         load_failures.clear(failures, model_name)
         record_load(model_name, "success", time.monotonic() - started)

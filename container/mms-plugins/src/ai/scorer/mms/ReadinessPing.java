@@ -1,12 +1,8 @@
 package ai.scorer.mms;
 
 import com.google.gson.JsonObject;
-import com.google.gson.JsonParser;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.nio.file.Paths;
 import java.util.Map;
 import software.amazon.ai.mms.servingsdk.Context;
 import software.amazon.ai.mms.servingsdk.Model;
@@ -72,21 +68,8 @@ public class ReadinessPing extends ModelServerEndpoint {
     }
 
     static String recordedFailure(String failuresDir, String modelName) {
-        if (failuresDir == null || failuresDir.isEmpty()) {
-            return null;
-        }
-        StringBuilder safe = new StringBuilder();
-        for (char c : modelName.toCharArray()) {
-            safe.append(Character.isLetterOrDigit(c) || c == '.' || c == '_' || c == '-' ? c : '_');
-        }
-        Path path = Paths.get(failuresDir, safe + ".json");
-        try {
-            String text = new String(Files.readAllBytes(path), StandardCharsets.UTF_8);
-            JsonObject record = JsonParser.parseString(text).getAsJsonObject();
-            return record.has("message") ? record.get("message").getAsString() : null;
-        } catch (IOException | RuntimeException e) {
-            return null; // no record (still loading), or one being replaced
-        }
+        JsonObject record = LoadFailureRecords.read(failuresDir, modelName, -1);
+        return record == null ? null : LoadFailureRecords.string(record, "message", null);
     }
 
     @Override
