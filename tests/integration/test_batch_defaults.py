@@ -12,6 +12,7 @@ properties (pinned), scorer's uses them, and without them keeps MMS's 1 and 100.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,15 +30,24 @@ pytestmark = pytest.mark.integration
 BATCH_SIZE = 8
 BATCH_DELAY_MS = 5
 SCORER_PROPERTIES = {"scorer_max_batch_size": "8", "scorer_max_batch_delay_ms": "5"}
+# models whose spec.json overrides the server's batching defaults ("batching")
+SPEC_BATCHING = {
+    "spec-batch": {"max_batch_size": 3, "max_delay_ms": 7},
+    "spec-delay": {"max_delay_ms": 9},
+}
 
 
 @pytest.fixture(scope="module")
 def models_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shared_root = os.environ.get("SCORER_TEST_MODELS_ROOT")
     root = Path(shared_root) if shared_root else tmp_path_factory.mktemp("models")
-    for name in ("sagemaker-load", "query-batch", "json-batch"):
+    for name in ("sagemaker-load", "query-batch", "json-batch", *SPEC_BATCHING):
         if not (root / name / "model").exists():
             creative_model_dir(root, name)
+    for name, limits in SPEC_BATCHING.items():
+        spec_file = root / name / "model" / "spec.json"
+        spec = json.loads(spec_file.read_text())
+        spec_file.write_text(json.dumps({**spec, "batching": limits}))
     return root
 
 
@@ -81,6 +91,31 @@ def test_a_sagemaker_load_gets_the_server_defaults(client: httpx.Client, models_
         headers={"Content-Type": "image/jpeg"},
     )
     assert scored.status_code == 200, scored.text
+
+
+def test_a_model_spec_overrides_the_server_defaults(
+    client: httpx.Client, models_root: Path
+) -> None:
+    """spec.json's ``batching`` applies to a SageMaker load; a member it leaves out keeps the
+    server's default; a request that names a batch size still wins over the spec."""
+    for name in SPEC_BATCHING:
+        response = load(client, name, models_root / name / "model")
+        assert response.status_code == 200, response.text
+    spec_batch = described(client, "spec-batch")
+    assert (spec_batch["batchSize"], spec_batch["maxBatchDelay"]) == (3, 7), spec_batch
+    spec_delay = described(client, "spec-delay")
+    assert (spec_delay["batchSize"], spec_delay["maxBatchDelay"]) == (BATCH_SIZE, 9)
+    assert client.delete("/models/spec-batch").status_code == 200
+    query = {
+        "model_name": "spec-batch",
+        "url": str(models_root / "spec-batch" / "model"),
+        "batch_size": "2",
+        "initial_workers": "0",
+    }
+    response = client.post(f"/models?{urlencode(query)}", timeout=180)
+    assert response.status_code == 200, response.text
+    model = described(client, "spec-batch")
+    assert (model["batchSize"], model["maxBatchDelay"]) == (2, 7), model
 
 
 def test_a_batch_size_in_the_query_wins(client: httpx.Client, models_root: Path) -> None:

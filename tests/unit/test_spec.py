@@ -206,3 +206,36 @@ def test_read_validates(tmp_path: Path) -> None:
     (tmp_path / SPEC_FILE).write_text(json.dumps(valid(heads=[])))
     with pytest.raises(ModelLoadError, match="non-empty list"):
         ModelSpec.read(tmp_path)
+
+
+def test_batching_override_is_read_and_round_trips() -> None:
+    spec = ModelSpec.from_dict(valid(batching={"max_batch_size": 16, "max_delay_ms": 0}))
+    assert spec.batching is not None
+    assert (spec.batching.max_batch_size, spec.batching.max_delay_ms) == (16, 0)
+    assert json.loads(spec.to_json())["batching"] == {"max_batch_size": 16, "max_delay_ms": 0}
+    assert ModelSpec.from_dict(json.loads(spec.to_json())) == spec
+    partial = ModelSpec.from_dict(valid(batching={"max_delay_ms": 12}))
+    assert partial.batching is not None and partial.batching.max_batch_size is None
+    assert json.loads(partial.to_json())["batching"] == {"max_delay_ms": 12}
+
+
+def test_no_batching_override_keeps_the_old_text() -> None:
+    spec = ModelSpec.from_dict(valid())
+    assert spec.batching is None and "batching" not in json.loads(spec.to_json())
+
+
+@pytest.mark.parametrize(
+    ("batching", "needle"),
+    [
+        ([8], "must be an object"),
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"max_batch_size": 2048}, "max_batch_size"),
+        ({"max_batch_size": 8.0}, "max_batch_size"),
+        ({"max_batch_size": True}, "max_batch_size"),
+        ({"max_delay_ms": -1}, "max_delay_ms"),
+        ({"max_delay_ms": "5"}, "max_delay_ms"),
+        ({"batch_size": 8}, "unknown member"),
+    ],
+)
+def test_bad_batching_override(batching: Any, needle: str) -> None:
+    assert needle in load_error(valid(batching=batching))

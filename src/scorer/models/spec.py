@@ -30,6 +30,14 @@ weights as before:
               "eager_ms": {"batch1": 4.8, "batch8": 3.9},
               "compiled_ms": {"batch1": 3.6, "batch8": 3.1}}
 
+An optional ``"batching"`` object overrides the server's cross-request batching defaults
+(``SCORER_MAX_BATCH_SIZE``, ``SCORER_MAX_BATCH_DELAY_MS``) for this model when it is loaded
+without batch settings, as SageMaker loads it; either member may be left out:
+
+.. code-block:: json
+
+    "batching": {"max_batch_size": 16, "max_delay_ms": 10}
+
 This module imports no torch: the archive checker and the model cache read specs too.
 """
 
@@ -54,6 +62,8 @@ SERVE_FORMS = ("aoti",)  # torch.export + AOTInductor package (.pt2)
 SERVE_DEVICES = ("cpu", "cuda")
 SERVE_LAYOUTS = ("channels_last", "contiguous")
 MAX_SERVE_BATCH = 4096
+MAX_BATCH_SIZE = 1024  # requests in one forward pass (MMS's batch_size)
+MAX_BATCH_DELAY_MS = 60_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -162,6 +172,47 @@ class ServeSpec:
 
 
 @dataclass(frozen=True)
+class BatchingSpec:
+    """The model's own cross-request batching limits (None: the server's default).
+
+    Read by scorer's MMS plugin when the model is registered (``docs/contract.md``,
+    "Batching a model SageMaker registered"); validated here so ``scorer validate`` and the
+    load refuse a bad value.
+    """
+
+    max_batch_size: int | None = None
+    max_delay_ms: int | None = None
+
+    def to_dict(self) -> dict[str, int]:
+        """The JSON-ready form (unset members are left out)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BatchingSpec:
+        """Validate the ``batching`` object.
+
+        Raises:
+            ModelLoadError: not an object, an unknown member, or a value out of range.
+        """
+        where = f"{SPEC_FILE}: 'batching'"
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{where} must be an object")
+        unknown = sorted(set(data) - {"max_batch_size", "max_delay_ms"})
+        if unknown:
+            raise ModelLoadError(f"{where}: unknown member(s) {unknown}")
+        size, delay = data.get("max_batch_size"), data.get("max_delay_ms")
+        if size is not None and not (_whole(size) and 1 <= size <= MAX_BATCH_SIZE):
+            raise ModelLoadError(
+                f"{where}: max_batch_size must be an integer in 1..{MAX_BATCH_SIZE}"
+            )
+        if delay is not None and not (_whole(delay) and 0 <= delay <= MAX_BATCH_DELAY_MS):
+            raise ModelLoadError(
+                f"{where}: max_delay_ms must be an integer in 0..{MAX_BATCH_DELAY_MS}"
+            )
+        return cls(max_batch_size=size, max_delay_ms=delay)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """A model's architecture, preprocessing and output heads."""
 
@@ -173,6 +224,7 @@ class ModelSpec:
     input: InputSpec = field(default_factory=InputSpec)
     format: str = SPEC_FORMAT
     serve: ServeSpec | None = None
+    batching: BatchingSpec | None = None
 
     @property
     def head_names(self) -> list[str]:
@@ -189,6 +241,10 @@ class ModelSpec:
             del data["serve"]  # specs without a compiled form keep their exact old text
         else:
             data["serve"] = self.serve.to_dict()
+        if self.batching is None:
+            del data["batching"]
+        else:
+            data["batching"] = self.batching.to_dict()
         return data
 
     def to_json(self) -> str:
@@ -263,6 +319,7 @@ class ModelSpec:
         if not _is_root_file(weights):
             raise ModelLoadError(f"{SPEC_FILE}: weights must be a file name at the model root")
         serve = ServeSpec.from_dict(data["serve"], weights) if "serve" in data else None
+        batching = BatchingSpec.from_dict(data["batching"]) if "batching" in data else None
         return cls(
             name=name,
             version=str(data.get("version", "0")),
@@ -272,6 +329,7 @@ class ModelSpec:
             input=inp,
             format=fmt,
             serve=serve,
+            batching=batching,
         )
 
     @classmethod
@@ -289,6 +347,11 @@ class ModelSpec:
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"{SPEC_FILE} is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+def _whole(value: Any) -> bool:
+    """An integer in JSON (not a bool, not a float)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_root_file(name: str) -> bool:

@@ -2,8 +2,16 @@ package com.amazonaws.ml.mms.http.messages;
 
 import com.amazonaws.ml.mms.util.ConfigManager;
 import com.amazonaws.ml.mms.util.NettyUtils;
+import com.google.gson.JsonElement;
+import com.google.gson.JsonObject;
+import com.google.gson.JsonParser;
 import com.google.gson.annotations.SerializedName;
 import io.netty.handler.codec.http.QueryStringDecoder;
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.Paths;
 
 /**
  * scorer's replacement for MMS 1.1.11's parameters of {@code POST /models}, with
@@ -11,11 +19,13 @@ import io.netty.handler.codec.http.QueryStringDecoder;
  *
  * <p>SageMaker loads a model on a multi-model endpoint with {@code {"model_name", "url"}}
  * only, so MMS registers it with batch size 1 and a 100 ms batch delay. Here a request that
- * does not name {@code batch_size} / {@code max_batch_delay} gets scorer's defaults, the MMS
- * properties {@code scorer_max_batch_size} / {@code scorer_max_batch_delay_ms} (MMS's own
- * values when they are absent or invalid); one that names them keeps its values. Everything
- * else is as in MMS 1.1.11: fields, Gson names, constructors (query string, or the no-arg one
- * Gson fills from a JSON body), getters and defaults.
+ * does not name {@code batch_size} / {@code max_batch_delay} gets, for each, the model's own
+ * value from the {@code "batching"} object of {@code spec.json} in the model directory
+ * ({@code max_batch_size} / {@code max_delay_ms}), else scorer's defaults, the MMS properties
+ * {@code scorer_max_batch_size} / {@code scorer_max_batch_delay_ms} (MMS's own values when
+ * they are absent or invalid); one that names them keeps its values. Everything else is as in
+ * MMS 1.1.11: fields, Gson names, constructors (query string, or the no-arg one Gson fills
+ * from a JSON body), getters and defaults.
  *
  * <p>Defined in MMS's class loader under MMS's name by {@code ai.scorer.mms.BatchDefaults}
  * (only over the exact 1.1.11 class). It must compile to this one class file.
@@ -52,14 +62,19 @@ public class RegisterModelRequest {
     @SerializedName("preload_model")
     private String preloadModel;
 
+    /** A batch field the request did not name (Gson leaves it as the constructor set it). */
+    private static final int UNSET = Integer.MIN_VALUE;
+
+    /** The largest spec.json read: the model's spec is a few hundred bytes. */
+    private static final long MAX_SPEC_BYTES = 1 << 20;
+
     /** From the query string: every parameter optional; response_timeout is in minutes. */
     public RegisterModelRequest(QueryStringDecoder decoder) {
         modelName = NettyUtils.getParameter(decoder, "model_name", null);
         runtime = NettyUtils.getParameter(decoder, "runtime", null);
         handler = NettyUtils.getParameter(decoder, "handler", null);
-        batchSize = NettyUtils.getIntParameter(decoder, "batch_size", defaultBatchSize());
-        maxBatchDelay =
-                NettyUtils.getIntParameter(decoder, "max_batch_delay", defaultMaxBatchDelay());
+        batchSize = NettyUtils.getIntParameter(decoder, "batch_size", UNSET);
+        maxBatchDelay = NettyUtils.getIntParameter(decoder, "max_batch_delay", UNSET);
         initialWorkers =
                 NettyUtils.getIntParameter(
                         decoder,
@@ -76,22 +91,52 @@ public class RegisterModelRequest {
 
     /** For Gson (a JSON body): the defaults of the fields the body leaves out. */
     public RegisterModelRequest() {
-        batchSize = defaultBatchSize();
-        maxBatchDelay = defaultMaxBatchDelay();
+        batchSize = UNSET;
+        maxBatchDelay = UNSET;
         synchronous = true;
         initialWorkers = ConfigManager.getInstance().getConfiguredDefaultWorkersPerModel();
         responseTimeoutSeconds = -1;
         preloadModel = null;
     }
 
-    /** scorer_max_batch_size if it is a whole number of at least 1, else MMS's 1. */
-    private static int defaultBatchSize() {
-        return property("scorer_max_batch_size", 1, 1);
-    }
-
-    /** scorer_max_batch_delay_ms (ms) if it is a whole number of at least 0, else MMS's 100. */
-    private static int defaultMaxBatchDelay() {
-        return property("scorer_max_batch_delay_ms", 0, 100);
+    /**
+     * The model's {@code spec.json} member {@code batching.<member>} if it is a whole number of
+     * at least {@code least}, else {@code fallback}. The spec is {@code <url>/spec.json}, the url
+     * taken as a directory (absolute, or under MMS's model store); anything unreadable or
+     * invalid gives {@code fallback} (the model's load then reports a bad spec itself).
+     */
+    private int fromSpec(String member, int least, int fallback) {
+        if (modelUrl == null || modelUrl.isEmpty() || modelUrl.contains("://")) {
+            return fallback;
+        }
+        try {
+            Path dir = Paths.get(modelUrl);
+            if (!dir.isAbsolute()) {
+                String store = ConfigManager.getInstance().getModelStore();
+                if (store == null) {
+                    return fallback;
+                }
+                dir = Paths.get(store).resolve(dir);
+            }
+            Path spec = dir.resolve("spec.json");
+            if (!Files.isRegularFile(spec) || Files.size(spec) > MAX_SPEC_BYTES) {
+                return fallback;
+            }
+            String text = new String(Files.readAllBytes(spec), StandardCharsets.UTF_8);
+            JsonElement batching = JsonParser.parseString(text).getAsJsonObject().get("batching");
+            if (batching == null || !batching.isJsonObject()) {
+                return fallback;
+            }
+            JsonObject limits = batching.getAsJsonObject();
+            if (!limits.has(member) || !limits.get(member).isJsonPrimitive()) {
+                return fallback;
+            }
+            String raw = limits.get(member).getAsString();
+            int value = Integer.parseInt(raw.trim());
+            return value >= least ? value : fallback;
+        } catch (IOException | RuntimeException e) {
+            return fallback;
+        }
     }
 
     /** An MMS property (scorer writes it from its own configuration). No static fields. */
@@ -117,12 +162,20 @@ public class RegisterModelRequest {
         return handler;
     }
 
+    /** The request's batch_size, else the model's spec, else scorer's default, else 1. */
     public Integer getBatchSize() {
-        return batchSize;
+        if (batchSize != UNSET) {
+            return batchSize;
+        }
+        return fromSpec("max_batch_size", 1, property("scorer_max_batch_size", 1, 1));
     }
 
+    /** The request's max_batch_delay, else the model's spec, else scorer's default, else 100. */
     public Integer getMaxBatchDelay() {
-        return maxBatchDelay;
+        if (maxBatchDelay != UNSET) {
+            return maxBatchDelay;
+        }
+        return fromSpec("max_delay_ms", 0, property("scorer_max_batch_delay_ms", 0, 100));
     }
 
     public Integer getInitialWorkers() {
