@@ -12,6 +12,7 @@ Nothing here is read at import time: call :func:`load_config` with a mapping (us
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,12 +71,18 @@ LOCAL_BIND = "SCORER_LOCAL_BIND"
 LOCAL_PORT = "SCORER_LOCAL_PORT"
 LOCAL_MODEL_SERVER_URL = "SCORER_LOCAL_MODEL_SERVER_URL"
 
-# --- metrics (prometheus_client's name, set by scorer for MMS and its workers) ------------
+# --- metrics (the first is prometheus_client's name, set by scorer for MMS's workers) -----
 PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # where each worker writes its metrics
+EMF = "SCORER_EMF"  # CloudWatch embedded metric format lines on stdout (default on)
+METRICS_NAMESPACE = "SCORER_METRICS_NAMESPACE"  # their CloudWatch namespace
+EMF_INTERVAL_SECONDS = "SCORER_EMF_INTERVAL_SECONDS"  # how often they are written
 
 SAGEMAKER_PAYLOAD_LIMIT = 6 * 1024 * 1024  # InvokeEndpoint Body maximum (botocore model)
 DEFAULT_MAX_BATCH_SIZE = 8  # requests per forward pass; bench/README.md has the measurement
 DEFAULT_MAX_BATCH_DELAY_MS = 5  # MMS waits this long for a batch to fill
+DEFAULT_METRICS_NAMESPACE = "scorer"
+DEFAULT_EMF_INTERVAL_SECONDS = 60
+_NAMESPACE = re.compile(r"^[A-Za-z0-9 ._/#:-]{1,255}$")  # CloudWatch's namespace characters
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,9 @@ class ServerConfig:
     mms_log_config: Path | None = None
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
+    emf: bool = True
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
+    emf_interval_seconds: int = DEFAULT_EMF_INTERVAL_SECONDS
 
     @property
     def packages_dir(self) -> Path:
@@ -232,6 +242,16 @@ def _choice(environ: Mapping[str, str], key: str, choices: tuple[str, ...]) -> s
     return value
 
 
+def _namespace(environ: Mapping[str, str]) -> str:
+    namespace = (environ.get(METRICS_NAMESPACE) or "").strip() or DEFAULT_METRICS_NAMESPACE
+    if not _NAMESPACE.match(namespace) or namespace.startswith("AWS/"):
+        raise ConfigError(
+            f"{METRICS_NAMESPACE} must be a CloudWatch namespace (at most 255 of A-Z a-z 0-9 "
+            f"space . _ / # : -, not starting AWS/), got {namespace!r}"
+        )
+    return namespace
+
+
 def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Read the server configuration from ``environ`` (default: ``os.environ``).
 
@@ -285,6 +305,11 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         ),
         mms_plugins_dir=_optional_path(env, MMS_PLUGINS),
         mms_log_config=_optional_path(env, MMS_LOG_CONFIG),
+        emf=_bool(env, EMF, True),
+        metrics_namespace=_namespace(env),
+        emf_interval_seconds=_required_int(
+            env, EMF_INTERVAL_SECONDS, DEFAULT_EMF_INTERVAL_SECONDS, 1, 86_400
+        ),
     )
 
 
@@ -335,6 +360,9 @@ def to_environ(config: ServerConfig) -> dict[str, str]:
         MAX_PAYLOAD_IN_MB: str(config.max_payload_in_mb),
         MAX_BATCH_SIZE: str(config.max_batch_size),
         MAX_BATCH_DELAY_MS: str(config.max_batch_delay_ms),
+        EMF: str(config.emf).lower(),
+        METRICS_NAMESPACE: config.metrics_namespace,
+        EMF_INTERVAL_SECONDS: str(config.emf_interval_seconds),
         SAFE_PORT_RANGE: "",
         MODEL_SERVER_WORKERS: "",
         THREADS_PER_WORKER: "",

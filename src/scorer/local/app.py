@@ -32,6 +32,7 @@ from starlette.routing import Route
 from scorer.cache.cache import ModelCache
 from scorer.errors import ModelServerTimeoutError, ScorerError
 from scorer.frontend.backend import ModelBackend, ModelServerEndpoint
+from scorer.frontend.emf import emf_reporting
 from scorer.frontend.metrics import metrics_route
 from scorer.local.errors import (
     ERROR_TYPE_HEADER,
@@ -46,6 +47,7 @@ from scorer.local.protocol import (
     read_invocation,
 )
 from scorer.local.settings import LocalSettings
+from scorer.metrics.emf import EmfSettings
 from scorer.modelserver.client import CONTENT_TYPE, CUSTOM_ATTRIBUTES
 
 logger = logging.getLogger("scorer.local")
@@ -172,7 +174,10 @@ def _unexpected(_request: Request, _exc: Exception) -> Response:
 
 
 def create_app(
-    settings: LocalSettings, endpoint: ModelServerEndpoint, cache: ModelCache | None = None
+    settings: LocalSettings,
+    endpoint: ModelServerEndpoint,
+    cache: ModelCache | None = None,
+    emf: EmfSettings | None = None,
 ) -> Starlette:
     """The emulator app for ``settings``.
 
@@ -181,6 +186,8 @@ def create_app(
         endpoint: the model server it forwards to (the runner starts it or waits for it).
         cache: the model cache (required for a multi-model endpoint). The app starts it
             on start-up and closes it (and its registry) on shutdown.
+        emf: EMF lines of the workers' and the cache's metrics while it runs (None: none;
+            :mod:`scorer.frontend.emf`).
 
     Raises:
         ValueError: a multi-model endpoint without a cache.
@@ -194,7 +201,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with backend.lifespan():
+        async with backend.lifespan(), emf_reporting(endpoint, backend.cache, emf):
             yield {}
 
     app = Starlette(

@@ -38,6 +38,7 @@ from scorer.errors import ConfigError
 from scorer.frontend.backend import ModelServerEndpoint
 from scorer.local.app import create_app
 from scorer.local.settings import LOCAL_REGION, LocalSettings, load_local_settings
+from scorer.metrics.emf import emf_settings
 from scorer.models.archive import safe_extract
 from scorer.modelserver.client import ModelServerClient
 from scorer.modelserver.ports import free_loopback_port
@@ -94,6 +95,8 @@ class LocalEndpoint:
 
     def _start(self) -> Starlette:
         settings = self.settings
+        server_config = load_config(self.environ)
+        emf = emf_settings(server_config)  # EMF lines of the workers' and the cache's metrics
         if settings.model_server_url:
             _wait_for_ping(settings.model_server_url, _EXTERNAL_WAIT_SECONDS)
             self.endpoint = ModelServerEndpoint(settings.model_server_url, unload_on_exit=True)
@@ -101,7 +104,7 @@ class LocalEndpoint:
             if settings.multi_model:
                 registry = MmsModelRegistry(ModelServerClient(settings.model_server_url))
                 cache = ModelCache.from_settings(settings.cache, registry)
-            return create_app(settings, self.endpoint, cache)
+            return create_app(settings, self.endpoint, cache, emf)
         run_dir = self._prepare_run_dir()
         cache_root = (
             settings.cache.cache_dir if settings.cache_dir_set else run_dir / "models"
@@ -109,7 +112,7 @@ class LocalEndpoint:
         cache_root.mkdir(parents=True, exist_ok=True)
         model_dir = self._single_model_dir(run_dir) if not settings.multi_model else None
         config = internal_config(
-            load_config(self.environ),
+            server_config,
             port=free_loopback_port(),
             run_dir=run_dir / "mms",
             models_root=cache_root,
@@ -127,7 +130,7 @@ class LocalEndpoint:
         if settings.multi_model:
             cache_settings = replace(settings.cache, cache_dir=cache_root)
             cache = ModelCache.from_settings(cache_settings, registry)
-        return create_app(settings, self.endpoint, cache)
+        return create_app(settings, self.endpoint, cache, emf)
 
     def _prepare_run_dir(self) -> Path:
         if self.settings.run_dir is not None:

@@ -8,7 +8,9 @@
 * :mod:`~scorer.metrics.cache`: the model cache's counters, read from its stats per scrape;
 * :mod:`~scorer.metrics.exposition`: a registry as Prometheus text (content negotiation);
 * :mod:`~scorer.metrics.server`: the supervisor's loopback HTTP server that MMS's
-  ``/metrics`` plugin (``ai.scorer.mms.Metrics``) reads in the MMS modes.
+  ``/metrics`` plugin (``ai.scorer.mms.Metrics``) reads in the MMS modes;
+* :mod:`~scorer.metrics.emf`: the same figures as CloudWatch EMF lines on stdout, per
+  interval (``SCORER_EMF``).
 
 This layer imports only ``config``/``errors`` of scorer (and prometheus_client, psutil):
 ``inference`` never imports it; the MMS handler times the chain's stages from outside.

@@ -10,6 +10,7 @@ files of processes that no longer run are removed (``mark_process_dead``).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -50,7 +51,8 @@ def reap_dead_workers(directory: Path) -> list[int]:
         if match is not None and not alive(int(match[1])):
             dead.add(int(match[1]))
     for pid in sorted(dead):
-        mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+        with contextlib.suppress(FileNotFoundError):  # another thread's collection was first
+            mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
     return sorted(dead)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from scorer.config import PROMETHEUS_MULTIPROC_DIR, ServerConfig, load_config, to_environ
 from scorer.errors import ModelServerStartError, ScorerError
 from scorer.metrics import multiprocess as worker_metrics
+from scorer.metrics.emf import emf_settings, start_reporter
 from scorer.metrics.server import MetricsServer
 from scorer.modelserver import load_failures
 from scorer.modelserver.client import ModelServerClient
@@ -315,7 +316,8 @@ class ModelServer:
         """Run MMS until SIGTERM/SIGINT; restart it if it dies, restoring its models.
 
         SIGTERM/SIGINT let the requests in flight finish (at most ``DRAIN_SECONDS``), then
-        stop MMS within the rest of SageMaker's 30 s. An unexpected exit is restarted
+        stop MMS within the rest of SageMaker's 30 s; the last EMF lines are written then
+        (:mod:`scorer.metrics.emf`). An unexpected exit is restarted
         and the multi-model endpoint's loaded models are registered again; more than
         ``max_restarts`` exits in 10 minutes end the process (SageMaker then replaces it).
         ``on_ready`` is called (on another thread) once the first start is ready.
@@ -336,9 +338,15 @@ class ModelServer:
         signal.signal(signal.SIGTERM, _terminate)
         signal.signal(signal.SIGINT, _terminate)
         metrics = self._start_metrics_server()
+        emf = start_reporter(  # EMF lines on stdout, the rest flushed once MMS has stopped
+            emf_settings(self.config),
+            worker_metrics.WorkerFilesCollector(self.config.metrics_dir).collect,
+        )
         try:
             return self._run(poll_seconds, max_restarts, on_ready, lambda: stopping)
         finally:
+            if emf is not None:
+                emf.stop()
             if metrics is not None:
                 metrics.close()
 

@@ -39,8 +39,10 @@ from scorer.errors import (
 )
 from scorer.frontend.backend import ModelBackend, ModelServerEndpoint
 from scorer.frontend.body import read_body
+from scorer.frontend.emf import emf_reporting
 from scorer.frontend.metrics import metrics_route
 from scorer.inference.context import CUSTOM_ATTRIBUTES, parse_custom_attributes
+from scorer.metrics.emf import EmfSettings
 from scorer.modelserver.client import Invocation
 
 logger = logging.getLogger("scorer.gateway")
@@ -156,15 +158,19 @@ class Gateway:
 
 
 def create_gateway_app(
-    settings: GatewaySettings, endpoint: ModelServerEndpoint, cache: ModelCache
+    settings: GatewaySettings,
+    endpoint: ModelServerEndpoint,
+    cache: ModelCache,
+    emf: EmfSettings | None = None,
 ) -> Starlette:
-    """The self-managed mode's app; starts and closes the cache with the app."""
+    """The self-managed mode's app; starts and closes the cache with the app, and writes
+    EMF lines (``emf``; :mod:`scorer.frontend.emf`) while it runs."""
     backend = ModelBackend(endpoint, cache, settings.invoke_timeout_seconds)
     gateway = Gateway(settings, backend, cache)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with backend.lifespan():
+        async with backend.lifespan(), emf_reporting(endpoint, cache, emf):
             yield
 
     app = Starlette(

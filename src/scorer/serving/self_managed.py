@@ -25,6 +25,7 @@ from scorer.cache.cache import ModelCache
 from scorer.cache.settings import load_cache_settings
 from scorer.errors import ModelServerStartError, ScorerError
 from scorer.frontend.backend import ModelServerEndpoint
+from scorer.metrics.emf import emf_settings
 from scorer.modelserver.gpu import GpuMemoryMeter, total_gpu_memory
 from scorer.modelserver.healing import WorkerWatch
 from scorer.modelserver.ports import free_loopback_port
@@ -103,7 +104,7 @@ def serve_self_managed(environ: Mapping[str, str], bind_address: str = "0.0.0.0"
         endpoint = ModelServerEndpoint(
             server.url, log_hint=str(internal.log_dir), metrics_dir=internal.metrics_dir
         )
-        app = create_gateway_app(gateway_settings, endpoint, cache)
+        app = create_gateway_app(gateway_settings, endpoint, cache, emf_settings(config))
         watchdog = threading.Thread(target=_supervise, args=(server, stopping), daemon=True)
         watchdog.start()
         logger.info(
