@@ -3,7 +3,8 @@
 MMS 1.1.11 restarts a worker that dies alone, but when the per-model server process dies
 together with the worker it forked, it keeps listing the worker as ready and requests
 queue until their clients time out (docs/reliability.md). The entrypoint's supervisor
-notices and registers the model again.
+notices and registers the model again, and scorer's MMS plugin answers the requests MMS
+abandons with the old registration (503) instead of leaving them unanswered.
 """
 
 from __future__ import annotations
@@ -32,17 +33,21 @@ def _model_server_pid(entrypoint_pid: int) -> int:
     raise AssertionError("the entrypoint runs no model server")
 
 
-def _invoke(client: httpx.Client, name: str) -> int | str:
+def _answer(client: httpx.Client, name: str, timeout: float = 5) -> tuple[int | str, str]:
     try:
         response = client.post(
             f"/models/{name}/invoke",
             content=image_bytes(),
             headers={"Content-Type": "image/jpeg"},
-            timeout=5,
+            timeout=timeout,
         )
     except httpx.TimeoutException:
-        return "timeout"
-    return response.status_code
+        return "timeout", ""
+    return response.status_code, response.text
+
+
+def _invoke(client: httpx.Client, name: str) -> int | str:
+    return _answer(client, name)[0]
 
 
 def test_a_model_whose_processes_all_died_is_registered_again(tmp_path: Path) -> None:
@@ -64,6 +69,14 @@ def test_a_model_whose_processes_all_died_is_registered_again(tmp_path: Path) ->
         assert len(doomed) >= 2  # the per-model process and the worker it forked
         for member in doomed:
             member.kill()
+        psutil.wait_procs(doomed, timeout=10)
+
+        # MMS still lists the dead worker as ready, so this request waits in the model's
+        # queue; the re-registration drops that queue, and scorer answers it then
+        status, text = _answer(client, "victim", timeout=RECOVERY_BOUND)
+        assert status != "timeout", "a request queued for the dead model was never answered"
+        if status != 200:
+            assert status == 503 and "was restarted" in text, (status, text)
 
         outcomes = []
         deadline = time.monotonic() + RECOVERY_BOUND

@@ -1,5 +1,6 @@
 package com.amazonaws.ml.mms;
 
+import ai.scorer.mms.AbandonedRequests;
 import ai.scorer.mms.LoadFailureReporter;
 import com.amazonaws.ml.mms.http.ApiDescriptionRequestHandler;
 import com.amazonaws.ml.mms.http.HttpRequestHandler;
@@ -19,13 +20,15 @@ import io.netty.handler.ssl.SslContext;
 
 /**
  * scorer's replacement for MMS 1.1.11's set-up of each HTTP connection: MMS's own handlers,
- * plus scorer's {@link LoadFailureReporter} on connections that serve the management API.
+ * plus scorer's {@link LoadFailureReporter} on connections that serve the management API and
+ * {@link AbandonedRequests} on those that serve the inference API.
  *
  * <p>MMS answers every failed {@code POST /models} with a fixed 500 "Failed to start
  * workers" and only then unregisters the model; the reporter replaces that answer with the
  * reason and status the model's worker recorded, and sends it once the model is gone from
- * {@code GET /models}. MMS builds a connection's pipeline here and offers no other hook into
- * it, so scorer's {@code ai.scorer.mms.LoadFailures} defines this class in MMS's class
+ * {@code GET /models}. MMS never answers requests that were queued for a model when it is
+ * unregistered; the second handler answers them 503. MMS builds a connection's pipeline here
+ * and offers no other hook into it, so scorer's {@code ai.scorer.mms.LoadFailures} defines this class in MMS's class
  * loader under MMS's name at start-up, before MMS first uses it (only over the exact 1.1.11
  * class; otherwise MMS keeps its own, with a warning).
  *
@@ -80,6 +83,9 @@ public class ServerInitializer extends ChannelInitializer<Channel> {
                 "aggregator", new HttpObjectAggregator(ConfigManager.getInstance().getMaxRequestSize()));
         if (management) {
             pipeline.addLast("scorer-load-failures", new LoadFailureReporter());
+        }
+        if (inference) {
+            pipeline.addLast("scorer-abandoned-requests", new AbandonedRequests());
         }
         pipeline.addLast("handler", new HttpRequestHandler(first));
     }
