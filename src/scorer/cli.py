@@ -77,6 +77,7 @@ def demo(port: int, bind: str, workdir: Path) -> None:
     from scorer.validate import sample_creative
 
     _logging("INFO")
+    os.environ.setdefault(cfg.EMF, "false")  # a terminal, not CloudWatch: no EMF unless asked
     model_dir = ensure_demo_model(workdir / "models" / "demo")
     run_dir = workdir / "run" / f"demo-{port}"
     config = replace(
@@ -230,6 +231,7 @@ def local(**options: object) -> None:
     from scorer.local.runner import run_local
 
     _logging("INFO")
+    os.environ.setdefault(cfg.EMF, "false")  # a terminal, not CloudWatch: no EMF unless asked
     raise SystemExit(run_local(os.environ, options))
 
 
