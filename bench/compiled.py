@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from bench.models import BACKBONES, spec_for
+from bench.models import BACKBONES, calibrate_batch_norm, spec_for
 from scorer.models.compiled import (
     TIMED_BATCHES,
     choose,
@@ -52,15 +52,7 @@ def calibrated_model_dir(backbone: str, root: Path) -> Path:
     """A spec + safetensors model dir with seeded weights and gathered batch-norm stats."""
     spec = spec_for(backbone, f"bench-{backbone}")
     torch.manual_seed(0)
-    network = build_network(spec)
-    for module in network.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None  # a plain average over the batches below
-    network.train()
-    with torch.no_grad():
-        for _ in range(2):
-            network(torch.randn(8, 3, spec.input.size, spec.input.size))
+    network = calibrate_batch_norm(build_network(spec), spec.input.size)
     model_dir = root / backbone
     model_dir.mkdir(parents=True)
     state = {key: value.contiguous() for key, value in network.state_dict().items()}

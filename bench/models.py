@@ -17,27 +17,54 @@ HEADS = ("appeal", "ctr", "brand_safety")
 REFERENCE_SCRIPT = Path(__file__).with_name("reference_inference.py")
 
 
-def spec_for(backbone: str, name: str) -> ModelSpec:
-    """A 224x224 (resize 256, centre crop) creative-scorer spec."""
+def spec_for(backbone: str, name: str, *, size: int = 224) -> ModelSpec:
+    """A ``size`` x ``size`` (224: resize 256, centre crop) creative-scorer spec."""
     return ModelSpec.from_dict(
         {
             "name": name,
             "version": "1",
             "architecture": backbone,
-            "input": {"size": 224, "resize": 256, "policy": "resize_center_crop"},
+            "input": {"size": size, "resize": size * 256 // 224, "policy": "resize_center_crop"},
             "heads": [{"name": h, "kind": "probability"} for h in HEADS],
         }
     )
 
 
-def build_archive(backbone: str, name: str, out_dir: Path, *, reference: bool = False) -> Path:
-    """Write ``out_dir/<name>.tar.gz`` (optionally with the reference handler as user code)."""
+def calibrate_batch_norm(network: torch.nn.Module, size: int) -> torch.nn.Module:
+    """Gather ``network``'s batch-norm statistics on seeded random inputs, so that its
+    outputs depend on its input (freshly initialised statistics can make them constant)."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a plain average over the batches below
+    network.train()
+    with torch.no_grad():
+        for _ in range(2):
+            network(torch.randn(8, 3, size, size))
+    return network.eval()
+
+
+def build_archive(
+    backbone: str,
+    name: str,
+    out_dir: Path,
+    *,
+    reference: bool = False,
+    size: int = 224,
+    calibrated: bool = False,
+) -> Path:
+    """Write ``out_dir/<name>.tar.gz`` (optionally with the reference handler as user code,
+    or with batch-norm statistics gathered: :func:`calibrate_batch_norm`)."""
     staging = out_dir / f"{name}.src"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    spec = spec_for(backbone, name)
+    spec = spec_for(backbone, name, size=size)
     torch.manual_seed(0)
-    save_file(build_network(spec).state_dict(), str(staging / spec.weights))
+    network = build_network(spec)
+    if calibrated:
+        calibrate_batch_norm(network, size)
+    state = {key: value.contiguous() for key, value in network.state_dict().items()}
+    save_file(state, str(staging / spec.weights))
     (staging / "spec.json").write_text(spec.to_json())
     if reference:
         (staging / "code").mkdir()

@@ -41,8 +41,9 @@ def input_fn(request_body, content_type):
 
 
 def predict_fn(input_data, model):
-    # as the toolkit's default_predict_fn: device move and eval() per request, no_grad
-    device = torch.device("cpu")
+    # as the toolkit's default_predict_fn: the GPU when there is one, device move and
+    # eval() per request, no_grad
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with torch.no_grad():
         model = model.to(device)
         model.eval()

@@ -305,6 +305,28 @@ def test_out_of_memory_in_the_forward_pass_is_not_the_clients_fault(
     assert info.value is error
 
 
+class Oversize(torch.nn.Module):
+    """A forward pass that really asks torch's CPU allocator for 16 TiB."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :2] + torch.empty(1 << 44, dtype=torch.uint8)[:1]
+
+
+@pytest.mark.parametrize("declares_input", [True, False])
+def test_a_real_cpu_allocation_failure_in_the_forward_pass_is_a_memory_error(
+    creative: tuple, declares_input: bool
+) -> None:
+    fns, model = creative
+    oversize = declared_faulty(model, MemoryError()) if declares_input else Oversize()
+    if declares_input:
+        oversize.network = Oversize()
+    with pytest.raises(MemoryError, match="DefaultCPUAllocator: can't allocate memory"):
+        fns.predict_fn(torch.zeros(1, 3, 64, 64), oversize)  # tensor input: 507, not 500/400
+    images = ImageBatch([Image.new("RGB", (64, 64))], single=True)
+    with pytest.raises(MemoryError, match="DefaultCPUAllocator"):
+        fns.predict_fn(images, oversize)  # image input: 507, not 500
+
+
 def test_internal_fault_on_the_declared_input_is_the_models(creative: tuple) -> None:
     fns, model = creative
     error = RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR")

@@ -13,7 +13,8 @@ Each is used unless the model archive's ``code/inference.py`` defines its own:
   checked against the input the model declares before the pass (400 naming the shape);
   a failure inside the pass is the model's (500), unless the model declares no input and a
   dry run on the tensor's shape alone shows it cannot take it (400, :mod:`dry_run`).
-  Running out of memory propagates (the handler answers 507);
+  Running out of memory propagates (the handler answers 507), torch's CPU allocator
+  failing included (it raises a ``RuntimeError``; it becomes a ``MemoryError``);
 * ``output_fn(prediction, accept)``: :func:`codecs.encode`: ``{"scores": [{head: value}],
   "model", "version"}`` for images; tensors are encoded as-is, as the AWS PyTorch toolkit
   does.
@@ -44,6 +45,8 @@ __all__ = ["CreativeScoringDefaults", "Scores", "declared_input", "input_spec_of
 
 # Out of memory is a RuntimeError too; it is never the client's fault (the handler: 507).
 MEMORY_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryError)
+# How torch's CPU allocator reports a failed allocation (a plain RuntimeError, ENOMEM).
+_CPU_ALLOCATION_FAILED = "DefaultCPUAllocator: can't allocate memory"
 # What a forward pass raises when it cannot take the tensor it was given.
 _FORWARD_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, TypeError, IndexError)
 _INTEGER_DTYPES = frozenset({torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64})
@@ -69,6 +72,14 @@ def declared_input(model: Any) -> InputSpec | None:
     if spec == default_spec(spec.name, heads=len(spec.heads)):
         return None
     return spec.input
+
+
+def _as_memory_error(exc: RuntimeError) -> MemoryError | None:
+    """A ``MemoryError`` for torch's CPU allocator failing inside a forward pass (torch
+    raises it as a ``RuntimeError``), so it is answered 507 as CUDA's is; else None."""
+    if _CPU_ALLOCATION_FAILED in str(exc):
+        return MemoryError(str(exc).splitlines()[0][:300])
+    return None
 
 
 def _shape(data: torch.Tensor) -> tuple[int, ...]:
@@ -162,8 +173,14 @@ class CreativeScoringDefaults:
         if isinstance(data, ImageBatch):
             batch = preprocess_images(data.images, input_spec_of(model), self.pool)
             batch = batch.to(self.device, non_blocking=True)
-            with torch.inference_mode():
-                out = model(batch)
+            try:
+                with torch.inference_mode():
+                    out = model(batch)
+            except RuntimeError as exc:
+                memory = _as_memory_error(exc)
+                if memory is None:
+                    raise
+                raise memory from None
             return self._scores(out, model)
         if isinstance(data, np.ndarray):
             data = torch.from_numpy(data)
@@ -187,7 +204,10 @@ class CreativeScoringDefaults:
                 return model(data)
         except MEMORY_ERRORS:
             raise  # a server fault: the handler answers 507
-        except _FORWARD_ERRORS:
+        except _FORWARD_ERRORS as exc:
+            memory = _as_memory_error(exc) if isinstance(exc, RuntimeError) else None
+            if memory is not None:
+                raise memory from None
             if declared is not None:
                 raise  # the input is what the model declares: its own fault (500)
             reason = rejected_input(model, data)

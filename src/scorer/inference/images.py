@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,6 +28,25 @@ MAX_IMAGE_PIXELS = 50_000_000
 MAX_ASPECT_RATIO = 50.0
 
 
+# JPEG colour modes the device decoder turns into RGB as PIL does (CMYK and others: PIL).
+DEVICE_JPEG_MODES = frozenset({"RGB", "L"})
+
+
+@dataclass(frozen=True)
+class EncodedJpeg:
+    """A JPEG whose header passed :func:`decode_image`'s checks, kept encoded so that it is
+    decoded on the model's device (:mod:`scorer.inference.device_images`).
+
+    ``size`` is what :func:`decode_image` would have decoded it to (reduced by ``draft``
+    for its target), so a request's pixel budget is counted alike on both paths;
+    ``full_size`` is the size the device decodes.
+    """
+
+    data: bytes
+    size: tuple[int, int]
+    full_size: tuple[int, int]
+
+
 def decode_image(data: bytes, target: int | None = None) -> Image.Image:
     """Decode image bytes (JPEG, PNG, WebP, ...) into an RGB PIL image.
 
@@ -39,6 +59,23 @@ def decode_image(data: bytes, target: int | None = None) -> Image.Image:
         BadRequestError: empty, corrupt, truncated or absurdly shaped image.
         PayloadTooLargeError: the image declares more than ``MAX_IMAGE_PIXELS`` pixels.
     """
+    image = _open(data, target, keep_jpeg=False)
+    assert isinstance(image, Image.Image)
+    return image
+
+
+def read_image(data: bytes, target: int | None = None) -> Image.Image | EncodedJpeg:
+    """:func:`decode_image`, except that an RGB or greyscale JPEG is checked (header, size,
+    shape) but left encoded, as an :class:`EncodedJpeg`, for decoding on the device.
+
+    Raises:
+        BadRequestError, PayloadTooLargeError: as :func:`decode_image`.
+    """
+    return _open(data, target, keep_jpeg=True)
+
+
+def _open(data: bytes, target: int | None, *, keep_jpeg: bool) -> Image.Image | EncodedJpeg:
+    """Check the header and decode (or, with ``keep_jpeg``, keep a JPEG encoded)."""
     if not data:
         raise BadRequestError("empty request body: expected image bytes")
     try:
@@ -60,6 +97,8 @@ def decode_image(data: bytes, target: int | None = None) -> Image.Image:
                 )
             if target is not None and img.format == "JPEG":
                 img.draft("RGB", (target, target))
+            if keep_jpeg and img.format == "JPEG" and img.mode in DEVICE_JPEG_MODES:
+                return EncodedJpeg(data, img.size, (width, height))
             img.load()
     except (PayloadTooLargeError, BadRequestError):
         raise

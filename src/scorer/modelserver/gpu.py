@@ -48,6 +48,15 @@ def total_gpu_memory() -> int | None:
     return sum(int(float(row[0])) for row in rows) * _MIB
 
 
+def used_gpu_memory() -> int | None:
+    """Memory in use on the visible GPUs in bytes (all processes, CUDA contexts included),
+    or None without a GPU."""
+    rows = _nvidia_smi("--query-gpu=memory.used")
+    if not rows:
+        return None
+    return sum(int(float(row[0])) for row in rows) * _MIB
+
+
 def gpu_memory_by_pid() -> dict[int, int]:
     """Device memory (bytes) used by each process that holds GPU memory."""
     rows = _nvidia_smi("--query-compute-apps=pid,used_memory") or []
