@@ -164,7 +164,7 @@ def table(checks: list[Check]) -> str:
         if check.status in ("skipped",) or not check.rows:
             rows.append((check.name, check.status, on, "", ""))
         for item, value, verdict in check.rows:
-            rows.append((check.name, item, on, value, verdict))
+            rows.append((check.name, item, on, _clipped(value), verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -172,6 +172,11 @@ def table(checks: list[Check]) -> str:
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _clipped(text: str, width: int = 60) -> str:
+    """A table cell no wider than ``width`` (the JSON keeps the whole text)."""
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def default_out(dry_run: bool) -> Path:

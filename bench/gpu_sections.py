@@ -21,8 +21,9 @@ from bench import device_memory, oversize
 from bench.gpu_workbench import Check, Workbench, forward, median_ms
 from bench.load import in_process
 from scorer import config as cfg
-from scorer.errors import ConfigError
-from scorer.inference.device_images import choose_decoding, decode_jpegs, preprocess_on_device
+from scorer.errors import BadRequestError, ConfigError
+from scorer.inference.defaults import CreativeScoringDefaults
+from scorer.inference.device_images import decode_jpegs, preprocess_on_device
 from scorer.inference.device_images import to_device as host_to_device
 from scorer.inference.images import (
     EncodedJpeg,
@@ -93,7 +94,7 @@ def check_decode(bench: Workbench) -> Check:
     spec = bench.spec
     target = decode_target(spec)
     jpegs = bench.jpegs
-    chosen = choose_decoding(s.device)
+    chosen = CreativeScoringDefaults(s.device, allow_pickle=False, model_name="check").decoding
     check.figures["worker_choice"] = chosen
     check.require(
         chosen == ("device" if s.device.type == "cuda" else "pil"), "worker's choice", chosen
@@ -146,6 +147,15 @@ def check_decode(bench: Workbench) -> Check:
         f"{s.models[0]} scores, max abs diff",
         figures["score_max_abs_diff"],
     )
+    truncated = jpegs[0][: len(jpegs[0]) // 2]
+    try:
+        preprocess_on_device([read_image(jpegs[1]), read_image(truncated)], spec, s.device)
+    except BadRequestError as exc:
+        refused = exc.message
+    else:
+        refused = "decoded without an error"
+    check.figures["truncated_jpeg"] = refused
+    check.require(refused.startswith("corrupt or truncated"), "a truncated JPEG is a 400", refused)
     return check
 
 

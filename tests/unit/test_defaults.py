@@ -82,7 +82,7 @@ def test_the_defaults_hold_configuration_only(tmp_path_factory: pytest.TempPathF
     before = dict(vars(fns))
     fns.model_fn(creative_model_dir(tmp_path_factory.mktemp("c"), "creative"))
     assert vars(fns) == before
-    assert set(before) == {"device", "allow_pickle", "model_name", "pool"}
+    assert set(before) == {"device", "allow_pickle", "model_name", "pool", "decoding"}
     assert fns.pool is SERIAL
 
 

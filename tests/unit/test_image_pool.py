@@ -8,6 +8,7 @@ import base64
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -127,9 +128,9 @@ def test_json_batch_images_are_decoded_on_the_pool_passed_in(two_threads: ImageP
     names: list[str] = []
     real = codecs._decode_b64
 
-    def spy(item: object, index: int, target: int | None) -> object:
+    def spy(item: object, index: int, target: int | None, *read: Any) -> object:
         names.append(threading.current_thread().name)
-        return real(item, index, target)
+        return real(item, index, target, *read)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(codecs, "_decode_b64", spy)

@@ -48,6 +48,7 @@ from scorer.inference.chain import Chain, Response, content_type_of
 from scorer.inference.codecs import ImageBatch, Scores
 from scorer.inference.context import RequestContext
 from scorer.inference.defaults import MEMORY_ERRORS
+from scorer.inference.images import EncodedJpeg
 
 logger = logging.getLogger("scorer.batching")
 
@@ -107,7 +108,7 @@ def merge(batches: Sequence[ImageBatch]) -> tuple[ImageBatch, list[slice]]:
     """One batch of all the requests' images, and each request's slice of it."""
     if len(batches) == 1:
         return batches[0], [slice(0, len(batches[0].images))]
-    images: list[Image.Image] = []
+    images: list[Image.Image | EncodedJpeg] = []
     slices: list[slice] = []
     for batch in batches:
         slices.append(slice(len(images), len(images) + len(batch.images)))

@@ -117,7 +117,9 @@ class Chain:
         return self.model
 
     def _default_input_fn(self, body: bytes, content_type: str) -> Any:
-        return self.defaults.input_fn(body, content_type, spec=self.input_spec)
+        # JPEGs may stay encoded for the device only when scorer's predict_fn takes them
+        keep = "predict_fn" not in self.user and self.batch_predict_fn is None
+        return self.defaults.input_fn(body, content_type, spec=self.input_spec, keep_jpegs=keep)
 
     def _accept(self, header: str) -> str:
         supported = codecs.ENCODERS.supported()

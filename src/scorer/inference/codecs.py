@@ -36,7 +36,7 @@ from scorer.errors import (
 )
 from scorer.inference import content_types as ct
 from scorer.inference.image_pool import SERIAL, ImagePool
-from scorer.inference.images import decode_image
+from scorer.inference.images import EncodedJpeg, decode_image
 
 MAX_JSON_IMAGES = 64
 MAX_BATCH_PIXELS = 100_000_000  # decoded pixels per request, all images together
@@ -44,10 +44,21 @@ MAX_BATCH_PIXELS = 100_000_000  # decoded pixels per request, all images togethe
 
 @dataclass
 class ImageBatch:
-    """Decoded images from one request; ``single`` when the request held one bare image."""
+    """Decoded images from one request; ``single`` when the request held one bare image.
 
-    images: list[Image.Image]
+    An image is an RGB PIL image, or, when the worker decodes JPEGs on its device and the
+    default ``predict_fn`` runs (:mod:`scorer.inference.device_images`), a checked JPEG
+    still encoded (:class:`~scorer.inference.images.EncodedJpeg`).
+    """
+
+    images: list[Image.Image | EncodedJpeg]
     single: bool
+
+
+ImageReader = Callable[[bytes, int | None], Image.Image | EncodedJpeg]
+"""How a decoder turns one image's bytes into an image, given its target side:
+:func:`~scorer.inference.images.decode_image` (the default) or
+:func:`~scorer.inference.images.read_image` (JPEGs kept for decoding on the device)."""
 
 
 @dataclass
@@ -123,7 +134,9 @@ class CodecRegistry(Mapping[str, F]):
         return len(self._functions)
 
 
-def _decode_b64(item: Any, index: int, target: int | None) -> Image.Image:
+def _decode_b64(
+    item: Any, index: int, target: int | None, read: ImageReader = decode_image
+) -> Image.Image | EncodedJpeg:
     if isinstance(item, dict):
         item = item.get("b64", item.get("image", item.get("data")))
     if not isinstance(item, str):
@@ -135,7 +148,7 @@ def _decode_b64(item: Any, index: int, target: int | None) -> Image.Image:
     except (binascii.Error, ValueError):
         raise BadRequestError(f"images[{index}] is not valid base64") from None
     try:
-        return decode_image(raw, target)
+        return read(raw, target)
     except BadRequestError as exc:
         raise BadRequestError(f"images[{index}]: {exc.message}") from None
 
@@ -164,11 +177,15 @@ def _require_body(body: bytes) -> None:
 
 
 def decode_json(
-    body: bytes, target: int | None = None, pool: ImagePool = SERIAL
+    body: bytes,
+    target: int | None = None,
+    pool: ImagePool = SERIAL,
+    read: ImageReader = decode_image,
 ) -> ImageBatch | np.ndarray:
     """JSON: ``{"image": b64}``, ``{"images": [b64, ...]}``, ``{"instances": [...]}`` or array.
 
-    The images of ``{"images": [...]}`` are decoded on ``pool``'s threads, in order.
+    The images of ``{"images": [...]}`` are decoded (by ``read``) on ``pool``'s threads, in
+    order.
     """
     _require_body(body)
     try:
@@ -181,7 +198,7 @@ def decode_json(
         raise BadRequestError(f"JSON value not accepted: {str(exc)[:120]}") from None
     if isinstance(data, dict):
         if "image" in data:
-            return ImageBatch([_decode_b64(data["image"], 0, target)], single=True)
+            return ImageBatch([_decode_b64(data["image"], 0, target, read)], single=True)
         items = data.get("images", data.get("instances"))
         if items is None:
             raise BadRequestError(
@@ -193,11 +210,11 @@ def decode_json(
         if all(isinstance(i, (str, dict)) for i in items):
             if len(items) > MAX_JSON_IMAGES:
                 raise BadRequestError(f"at most {MAX_JSON_IMAGES} images per request")
-            images: list[Image.Image] = []
+            images: list[Image.Image | EncodedJpeg] = []
             pixels = 0
 
-            def decode_one(indexed: tuple[int, Any]) -> Image.Image:
-                return _decode_b64(indexed[1], indexed[0], target)
+            def decode_one(indexed: tuple[int, Any]) -> Image.Image | EncodedJpeg:
+                return _decode_b64(indexed[1], indexed[0], target, read)
 
             for image in pool.map_in_order(decode_one, list(enumerate(items))):
                 pixels += image.size[0] * image.size[1]
@@ -277,14 +294,18 @@ def decode_npy(body: bytes, target: int | None = None, pool: ImagePool = SERIAL)
 
 
 def decode_raw_image(
-    body: bytes, target: int | None = None, pool: ImagePool = SERIAL
+    body: bytes,
+    target: int | None = None,
+    pool: ImagePool = SERIAL,
+    read: ImageReader = decode_image,
 ) -> ImageBatch:
     """One bare image (JPEG, PNG, WebP, ...): PIL sniffs the format, the media type decides
     nothing about it."""
-    return ImageBatch([decode_image(body, target)], single=True)
+    return ImageBatch([read(body, target)], single=True)
 
 
 Decoder = Callable[[bytes, int | None, ImagePool], ImageBatch | np.ndarray]
+ReadingDecoder = Callable[[bytes, int | None, ImagePool, ImageReader], ImageBatch | np.ndarray]
 
 
 def _unsupported_content_type(content_type: str, supported: list[str]) -> ScorerError:
@@ -297,19 +318,31 @@ def _unsupported_content_type(content_type: str, supported: list[str]) -> Scorer
 DECODERS: CodecRegistry[Decoder] = CodecRegistry(_unsupported_content_type)
 """Request decoders by media type: ``decoder(body, target, pool)``, ``target`` being the
 smallest side the model resizes images to (JPEGs are drafted down to it) and ``pool`` the
-threads images are decoded on. Every decoder takes all three, used or not."""
+threads images are decoded on. Every decoder takes all three, used or not; scorer's own
+image decoders (:data:`_READING_DECODERS`) also take how one image is read
+(:data:`ImageReader`)."""
 for _image_type in sorted(ct.IMAGE_TYPES):
     DECODERS.register(_image_type, decode_raw_image)
 DECODERS.register("image/*", decode_raw_image)  # any other image/... PIL can read
 DECODERS.register(ct.JSON, decode_json)
 DECODERS.register(ct.CSV, decode_csv)
 DECODERS.register(ct.NPY, decode_npy)
+_READING_DECODERS: dict[object, ReadingDecoder] = {
+    decode_json: decode_json,
+    decode_raw_image: decode_raw_image,
+}
 
 
 def decode(
-    body: bytes, content_type: str, target: int | None, pool: ImagePool = SERIAL
+    body: bytes,
+    content_type: str,
+    target: int | None,
+    pool: ImagePool = SERIAL,
+    read: ImageReader = decode_image,
 ) -> ImageBatch | np.ndarray:
-    """Decode a request body by its bare media type, with the decoder :data:`DECODERS` holds.
+    """Decode a request body by its bare media type, with the decoder :data:`DECODERS` holds
+    (scorer's image decoders read images with ``read``: decoded, or JPEGs kept for the
+    device; a decoder registered by others decodes as it does).
 
     Raises:
         UnsupportedContentTypeError: no decoder for the media type (415).
@@ -319,6 +352,9 @@ def decode(
     if decoder is None:
         _require_body(body)  # an empty body is a 400 whatever its type
         decoder = DECODERS.lookup(content_type)
+    reading = _READING_DECODERS.get(decoder)
+    if reading is not None:
+        return reading(body, target, pool, read)
     return decoder(body, target, pool)
 
 

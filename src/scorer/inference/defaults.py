@@ -7,7 +7,10 @@ Each is used unless the model archive's ``code/inference.py`` defines its own:
   returns carries the input spec (``model.spec.input``); nothing else holds a copy;
 * ``input_fn(body, content_type)``: images (JPEG/PNG/WebP/raw bytes, base64 in JSON,
   a batch per request) or tensors (JSON arrays, CSV, NPY), see :mod:`codecs`; the chain
-  passes the loaded model's input spec so JPEGs are decoded at the size it needs;
+  passes the loaded model's input spec so JPEGs are decoded at the size it needs. On a
+  CUDA worker whose ``predict_fn`` is this one, JPEGs are only checked here and decoded
+  on the device with the forward pass's other JPEGs (:mod:`device_images`; the choice is
+  made once per worker, logged and kept in :attr:`CreativeScoringDefaults.decoding`);
 * ``predict_fn(data, model)``: the whole request batch in one forward pass under
   ``torch.inference_mode()``, preprocessed per the model's own input spec. A tensor is
   checked against the input the model declares before the pass (400 naming the shape);
@@ -26,22 +29,39 @@ budget); without one they run in the caller's thread.
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
+from PIL import Image
 
 from scorer.errors import BadRequestError, ModelLoadError
 from scorer.inference import codecs
 from scorer.inference.codecs import ImageBatch, Scores
+from scorer.inference.device_images import (
+    Decoding,
+    choose_decoding,
+    preprocess_on_device,
+    to_device,
+)
 from scorer.inference.dry_run import rejected_input
 from scorer.inference.image_pool import SERIAL, ImagePool
-from scorer.inference.images import decode_target, preprocess_images
+from scorer.inference.images import (
+    EncodedJpeg,
+    decode_image,
+    decode_target,
+    preprocess_images,
+    read_image,
+)
 from scorer.models.loading import LoadedModel, default_spec, load_model
 from scorer.models.spec import InputSpec
 
 __all__ = ["CreativeScoringDefaults", "Scores", "declared_input", "input_spec_of"]
+
+logger = logging.getLogger("scorer.inference")
 
 # Out of memory is a RuntimeError too; it is never the client's fault (the handler: 507).
 MEMORY_ERRORS: tuple[type[BaseException], ...] = (MemoryError, torch.OutOfMemoryError)
@@ -106,8 +126,10 @@ def _check_declared(data: torch.Tensor, spec: InputSpec) -> torch.Tensor:
 class CreativeScoringDefaults:
     """The default ``model_fn``/``input_fn``/``predict_fn``/``output_fn`` of one worker.
 
-    It holds configuration only (device, pickle policy, model name, image pool); what a
-    loaded model needs travels with the model.
+    It holds configuration only (device, pickle policy, model name, image pool, how JPEGs
+    are decoded); what a loaded model needs travels with the model. ``decoding`` is chosen
+    here, once, by :func:`~scorer.inference.device_images.choose_decoding` unless given
+    (tests give ``"device"`` to run the device path on the CPU).
     """
 
     def __init__(
@@ -117,11 +139,20 @@ class CreativeScoringDefaults:
         allow_pickle: bool,
         model_name: str,
         pool: ImagePool = SERIAL,
+        decoding: Decoding | None = None,
     ) -> None:
         self.device = device
         self.allow_pickle = allow_pickle
         self.model_name = model_name
         self.pool = pool
+        self.decoding: Decoding = choose_decoding(device) if decoding is None else decoding
+        event = {
+            "event": "image_decoding",
+            "model": model_name,
+            "device": str(device),
+            "decoding": self.decoding,
+        }
+        logger.info(json.dumps(event, sort_keys=True))
 
     def model_fn(self, model_dir: str | Path) -> LoadedModel:
         """Load the model directory; the model carries its spec, input spec included."""
@@ -155,15 +186,23 @@ class CreativeScoringDefaults:
         return model
 
     def input_fn(
-        self, body: bytes, content_type: str, *, spec: InputSpec | None = None
+        self,
+        body: bytes,
+        content_type: str,
+        *,
+        spec: InputSpec | None = None,
+        keep_jpegs: bool = False,
     ) -> ImageBatch | torch.Tensor:
         """Decode a request: images stay PIL images, tensor formats become a float tensor.
 
         ``spec`` is the loaded model's input spec (the chain passes it; the ImageNet
         default otherwise): JPEGs are decoded at the smallest scale that still covers it.
+        With ``keep_jpegs`` (the chain's default ``predict_fn`` runs next) and device
+        decoding, JPEGs are checked and kept encoded for :meth:`predict_fn`.
         """
         target = decode_target(spec or InputSpec())
-        decoded = codecs.decode(body, content_type, target, self.pool)
+        read = read_image if keep_jpegs and self.decoding == "device" else decode_image
+        decoded = codecs.decode(body, content_type, target, self.pool, read)
         if isinstance(decoded, ImageBatch):
             return decoded
         return torch.from_numpy(np.ascontiguousarray(decoded))
@@ -171,8 +210,7 @@ class CreativeScoringDefaults:
     def predict_fn(self, data: Any, model: Any) -> Any:
         """One forward pass for the whole request batch."""
         if isinstance(data, ImageBatch):
-            batch = preprocess_images(data.images, input_spec_of(model), self.pool)
-            batch = batch.to(self.device, non_blocking=True)
+            batch = self._image_batch(data.images, input_spec_of(model))
             try:
                 with torch.inference_mode():
                     out = model(batch)
@@ -188,6 +226,17 @@ class CreativeScoringDefaults:
             with torch.inference_mode():
                 return model(data)
         return self._forward_tensor(data, model)
+
+    def _image_batch(
+        self, images: list[Image.Image | EncodedJpeg], spec: InputSpec
+    ) -> torch.Tensor:
+        """The normalised batch on the device: JPEGs kept encoded are decoded and resized
+        there (:func:`preprocess_on_device`); PIL images are resized on the pool's threads
+        and copied (from pinned memory, without blocking, on CUDA)."""
+        if any(isinstance(image, EncodedJpeg) for image in images):
+            return preprocess_on_device(images, spec, self.device, self.pool)
+        pil = cast(list[Image.Image], images)  # no JPEG kept encoded: PIL images only
+        return to_device(preprocess_images(pil, spec, self.pool), self.device)
 
     def _forward_tensor(self, data: torch.Tensor, model: Any) -> Any:
         """One forward pass on a request tensor; 400 only when the input provably does not
