@@ -168,6 +168,18 @@ def test_custom_attributes_reach_the_model_and_come_back(runtime: Any) -> None:
     assert response["CustomAttributes"] == "echo=blue"
 
 
+def test_the_inference_id_reaches_the_model(runtime: Any) -> None:
+    response = invoke(
+        runtime,
+        "echo.tar.gz",
+        ContentType="application/octet-stream",
+        Body=b"123",
+        InferenceId="campaign-7/run-42",
+    )
+    echoed = json.loads(response["Body"].read())
+    assert echoed == {"n": 3, "tag": None, "inference_id": "campaign-7/run-42"}
+
+
 def test_lru_eviction_with_two_models_and_one_load_for_concurrent_requests(
     runtime: Any, url: str, endpoint: tuple[str, LocalEndpoint]
 ) -> None:

@@ -14,13 +14,17 @@ from safetensors.torch import save_file
 from scorer.models.family import build_network
 from scorer.models.spec import ModelSpec
 
-# A user script whose hooks take the request context: echoes the body size and the "tag"
-# custom attribute, and sets a response custom attribute.
+# A user script whose hooks take the request context: echoes the body size, the "tag"
+# custom attribute and the inference id (when the caller set one), and sets a response
+# custom attribute.
 ECHO_SCRIPT = """
 import json
 
 def input_fn(body, content_type, context):
-    return {"n": len(body), "tag": context.attribute("tag")}
+    echoed = {"n": len(body), "tag": context.attribute("tag")}
+    if context.inference_id:
+        echoed["inference_id"] = context.inference_id
+    return echoed
 
 def predict_fn(data, model):
     return data

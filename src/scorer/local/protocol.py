@@ -17,12 +17,12 @@ from scorer.modelserver.client import (
     ACCEPT,
     CONTENT_TYPE,
     CUSTOM_ATTRIBUTES,
+    INFERENCE_ID,
     TARGET_MODEL,
     Invocation,
 )
 
 TARGET_VARIANT = "X-Amzn-SageMaker-Target-Variant"
-INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 INVOKED_VARIANT = "x-Amzn-Invoked-Production-Variant"
 REQUEST_ID = "x-amzn-RequestId"
 
@@ -95,4 +95,5 @@ async def read_invocation(
         accept=headers.get(ACCEPT),
         custom_attributes=custom_attributes,
         target_model=target_model,
+        inference_id=inference_id,
     )

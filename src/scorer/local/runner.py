@@ -34,7 +34,7 @@ from scorer.cache.cache import ModelCache
 from scorer.cache.settings import parse_size
 from scorer.cache.sources import DirectorySource, open_source
 from scorer.config import load_config
-from scorer.errors import ConfigError
+from scorer.errors import ConfigError, ModelServerUnavailableError
 from scorer.frontend.backend import ModelServerEndpoint
 from scorer.local.app import create_app
 from scorer.local.settings import LOCAL_REGION, LocalSettings, load_local_settings
@@ -287,17 +287,36 @@ def _check_port_free(host: str, port: int) -> None:
             ) from None
 
 
-def _wait_for_ping(url: str, timeout: float) -> None:
-    """Wait until the model server at ``url`` answers ``/ping`` with 200."""
+def _wait_for_ping(url: str, timeout: float, report_every: float = 10.0) -> None:
+    """Wait until the model server at ``url`` answers ``/ping`` with 200, saying every
+    ``report_every`` seconds what it last saw (e.g. a host that does not resolve).
+
+    Raises:
+        ModelServerUnavailableError: no 200 within ``timeout`` seconds; the message says
+            what the last attempt saw.
+    """
 
     async def wait() -> None:
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline, report_at = started + timeout, started + report_every
+        state = "no answer yet"
         async with ModelServerClient(url) as client:
             while time.monotonic() < deadline:
-                if await client.healthy():
+                status, state = await client.ping_state()
+                if status == 200:
+                    logger.info("the model server at %s is ready", url)
                     return
+                if time.monotonic() >= report_at:
+                    report_at += report_every
+                    logger.info(
+                        "still waiting for the model server at %s (%.0f of %g s): %s",
+                        url, time.monotonic() - started, timeout, state,
+                    )  # fmt: skip
                 await asyncio.sleep(0.5)
-        raise RuntimeError(f"the model server at {url} did not answer /ping in {timeout:g} s")
+        raise ModelServerUnavailableError(
+            f"the model server at {url} did not answer /ping with 200 within {timeout:g} s; "
+            f"last: {state}"
+        )
 
     logger.info("waiting up to %g s for the model server at %s to answer /ping", timeout, url)
     asyncio.run(wait())

@@ -26,6 +26,7 @@ CONTENT_TYPE = "Content-Type"
 ACCEPT = "Accept"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
+INFERENCE_ID = "X-Amzn-SageMaker-Inference-Id"
 
 MANAGEMENT_TIMEOUT_SECONDS = 10.0
 """How long a management call other than a load or an unload may take."""
@@ -42,6 +43,7 @@ class Invocation:
     accept: str | None = None
     custom_attributes: str | None = None
     target_model: str | None = None
+    inference_id: str | None = None
 
     def forward_headers(self) -> dict[str, str]:
         """The headers the model server gets (SageMaker's multi-model contract)."""
@@ -50,6 +52,7 @@ class Invocation:
             ACCEPT: self.accept,
             CUSTOM_ATTRIBUTES: self.custom_attributes,
             TARGET_MODEL: self.target_model,
+            INFERENCE_ID: self.inference_id,
         }
         return {name: value for name, value in headers.items() if value}
 
@@ -163,10 +166,20 @@ class ModelServerClient:
 
     async def ping(self) -> int | None:
         """The status of ``GET /ping``, or None when the server does not answer."""
+        return (await self.ping_state())[0]
+
+    async def ping_state(self) -> tuple[int | None, str]:
+        """``GET /ping``: its status (None: no answer) and what happened, in words."""
         try:
-            return (await self._send("GET", "/ping", 2.0)).status_code
-        except (ModelServerUnavailableError, ModelServerTimeoutError):
-            return None
+            response = await self._send("GET", "/ping", 2.0)
+        except (ModelServerUnavailableError, ModelServerTimeoutError) as exc:
+            return None, exc.message
+        if response.status_code == 200:
+            return 200, "healthy"
+        return (
+            response.status_code,
+            f"/ping answered {response.status_code}: {error_message(response)}",
+        )
 
     async def healthy(self) -> bool:
         """Whether the model server answers its ``/ping`` with 200."""

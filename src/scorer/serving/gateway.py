@@ -41,7 +41,7 @@ from scorer.frontend.backend import ModelBackend, ModelServerEndpoint
 from scorer.frontend.body import read_body
 from scorer.frontend.emf import emf_reporting
 from scorer.frontend.metrics import metrics_route
-from scorer.inference.context import CUSTOM_ATTRIBUTES, parse_custom_attributes
+from scorer.inference.context import CUSTOM_ATTRIBUTES, INFERENCE_ID, parse_custom_attributes
 from scorer.metrics.emf import EmfSettings
 from scorer.modelserver.client import Invocation
 
@@ -124,6 +124,7 @@ class Gateway:
                 accept=request.headers.get("accept"),
                 custom_attributes=request.headers.get(CUSTOM_ATTRIBUTES),
                 target_model=key,
+                inference_id=request.headers.get(INFERENCE_ID),
             )
             response = await self.backend.invoke(invocation, key)
         except ModelServerTimeoutError:  # the message names an internal address
