@@ -634,3 +634,18 @@ def test_damaged_archives_extract_or_raise_archive_error(
             assert list((root / "box").iterdir()) == []
         else:
             assert all(p.resolve().is_relative_to(dest) for p in dest.rglob("*"))
+
+
+def test_python_without_tarfile_filters_extracts_and_still_refuses(
+    tmp_path: Path, sandbox: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Debian bookworm's python3.11 (3.11.2, the image's) has no ``tarfile.data_filter`` or
+    ``FilterError`` (PEP 706 came in 3.11.4): extraction must not depend on them, and
+    scorer's own checks still refuse what they refuse."""
+    monkeypatch.setattr(archive_module, "_DATA_FILTER", None)
+    src = _model_dir(tmp_path / "model")
+    pack_directory(src, tmp_path / "model.tar.gz")
+    safe_extract(tmp_path / "model.tar.gz", tmp_path / "out")
+    assert _tree(tmp_path / "out") == _tree(src)
+    hostile = _write_tar(tmp_path / "bad.tar.gz", [_file("spec.json"), _file("../evil")])
+    _assert_refused(hostile, sandbox)

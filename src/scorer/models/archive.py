@@ -67,6 +67,11 @@ _GZIP_INPUT = 64 << 10  # compressed bytes per inflate call (measured faster tha
 _GZIP_FIRST = 1 << 10  # ... starting from this at each gzip member, doubling per call
 _MEMBER_OVERHEAD = 16 << 10  # header, PAX/GNU long-name records, data padding
 _TRAILER_ALLOWANCE = 1 << 20  # end-of-archive blocks and record padding
+# tarfile's extraction filters (PEP 706) came in Python 3.11.4; Debian bookworm's python3.11
+# (the image's base) is 3.11.2 and has neither. scorer's own checks are the policy; the
+# filter is a second check where the interpreter has it.
+_DATA_FILTER = getattr(tarfile, "data_filter", None)
+_FILTER_ERROR: type[Exception] = getattr(tarfile, "FilterError", tarfile.TarError)
 _MAX_NAME_BYTES = 1024
 _MAX_COMPONENT_BYTES = 255
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
@@ -397,7 +402,8 @@ def safe_extract(
     """Extract an archive into ``dest`` without ever writing outside it.
 
     Every member is checked before anything is written for it (see the module docstring
-    for the policy); ``tarfile.data_filter`` runs as a second check. Files are created with
+    for the policy); ``tarfile.data_filter`` runs as a second check where Python has it
+    (3.11.4 and later). Files are created with
     ``O_EXCL | O_NOFOLLOW`` relative to directory descriptors opened with ``O_NOFOLLOW``,
     and bytes are counted as they are written. On any failure everything written is
     removed: ``dest`` is left absent (or empty, if it existed before).
@@ -867,8 +873,9 @@ class _ArchiveReader:
         while (info := self._tar.next()) is not None:
             entry = tally.admit(info)
             try:
-                tarfile.data_filter(info, self._root)
-            except tarfile.FilterError as exc:
+                if _DATA_FILTER is not None:
+                    _DATA_FILTER(info, self._root)
+            except _FILTER_ERROR as exc:
                 raise UnsafeArchiveError(f"member {_shown(info.name)} refused: {exc}") from None
             if entry is not None:
                 yield entry, info
