@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shutil
@@ -76,7 +77,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
             cycles=args.cycles or 3,
             server_cycles=args.server_cycles or 2,
             concurrency=(1, 2),
-            duration_s=0.3,
+            duration_s=0.5,
             warmup_s=0.1,
             reps=2,
             skip=skip,
@@ -174,6 +175,18 @@ def table(checks: list[Check]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def _json_ready(value: Any) -> Any:
+    """``value`` with NaN and infinities as null (a run too short to time anything gives
+    NaN percentiles), so the file is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    return value
+
+
 def _clipped(text: str, width: int = 60) -> str:
     """A table cell no wider than ``width`` (the JSON keeps the whole text)."""
     return text if len(text) <= width else text[: width - 3] + "..."
@@ -252,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     out: Path = args.out or default_out(settings.dry_run)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out.write_text(json.dumps(_json_ready(results), indent=2, default=str) + "\n")
     print(f"wrote {out}")
     return 1 if failed else 0
 

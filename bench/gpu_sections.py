@@ -22,6 +22,9 @@ from bench.gpu_workbench import Check, Workbench, forward, median_ms
 from bench.load import in_process
 from scorer import config as cfg
 from scorer.errors import BadRequestError, ConfigError
+from scorer.inference.batching import Batcher, BatchRequest
+from scorer.inference.chain import Chain, Response
+from scorer.inference.context import RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
 from scorer.inference.device_images import decode_jpegs, preprocess_on_device
 from scorer.inference.device_images import to_device as host_to_device
@@ -128,7 +131,7 @@ def check_decode(bench: Workbench) -> Check:
     figures["input_max_abs_diff"] = float((pil - dev).abs().max())
     figures["input_mean_abs_diff"] = float((pil - dev).abs().mean())
     model = bench.load(s.models[0])
-    scores_pil, scores_dev = forward(model, pil, "float32"), forward(model, dev, "float32")
+    scores_pil, scores_dev = forward(model, pil), forward(model, dev)
     figures["score_max_abs_diff"] = float((scores_pil - scores_dev).abs().max())
     check.figures.update(
         {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
@@ -172,16 +175,16 @@ def check_precision(bench: Workbench) -> Check:
     results: dict[str, Any] = {}
     for backbone in s.models:
         reference = bench.load(backbone)
-        want = forward(reference, device_batch, "float32")
+        want = forward(reference, device_batch)
         reference_ms = median_ms(
-            functools.partial(forward, reference, device_batch, "float32"), s.device, s.reps
+            functools.partial(forward, reference, device_batch), s.device, s.reps
         )
         per_model: dict[str, Any] = {"float32_ms_per_image": round(reference_ms / batch, 4)}
         for dtype in s.dtypes:
             try:
                 model = bench.load(backbone, dtype)
-                got = forward(model, device_batch, dtype)
-                run = functools.partial(forward, model, device_batch, dtype)
+                got = forward(model, device_batch)
+                run = functools.partial(forward, model, device_batch)
                 ms = median_ms(run, s.device, s.reps) / batch
             except RuntimeError as exc:  # a dtype this device cannot run (e.g. on a CPU)
                 per_model[dtype] = {"error": str(exc).splitlines()[0][:200]}
@@ -210,7 +213,7 @@ def check_batching(bench: Workbench) -> Check:
             host = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
 
             def step(h: torch.Tensor = host, m: LoadedModel = model) -> torch.Tensor:
-                return forward(m, host_to_device(h, s.device), s.half).cpu()
+                return forward(m, host_to_device(h, s.device)).cpu()
 
             ms = median_ms(step, s.device, s.reps)
             per_batch[str(batch)] = round(batch * 1000 / ms, 1)
@@ -244,24 +247,44 @@ def check_batching(bench: Workbench) -> Check:
 
 
 def check_limit(bench: Workbench) -> Check:
-    """The in-process GPU limit: device decode + half-precision forward, best batch size."""
+    """The in-process GPU limit: the worker's own path (device decode, one batched forward
+    in half precision, JSON encoding) at the best batch size, no server."""
     s = bench.s
     check = Check("limit", s.on, note=f"device decode + {s.half} forward, no server")
-    spec = bench.spec
-    target = decode_target(spec)
     results: dict[str, Any] = {}
     for backbone in s.models:
-        model = bench.load(backbone, s.half)
+        model_dir = bench.served_dirs[backbone]
+        defaults = CreativeScoringDefaults(
+            s.device, allow_pickle=False, model_name=backbone, decoding="device"
+        )
+        chain = Chain.for_model_dir(model_dir, defaults)
+        chain.load(model_dir)
         batch = bench.best_batch.get(backbone, max(s.batch_sizes))
-        bodies = bench.jpeg_batch(batch)
+        batcher = Batcher(chain, max_images=batch)
+        context = RequestContext(
+            model_name=backbone, content_type="image/jpeg", accept="application/json"
+        )
+        requests = [BatchRequest(body, context) for body in bench.jpeg_batch(batch)]
 
-        def once(m: LoadedModel = model, b: list[bytes] = bodies) -> object:
-            kept = [read_image(data, target) for data in b]
-            return forward(m, preprocess_on_device(kept, spec, s.device), s.half).cpu()
+        def once(b: Batcher = batcher, r: list[BatchRequest] = requests) -> object:
+            return b.run(r)
 
         measurement = in_process(f"limit:{backbone}", once, s.duration_s, s.warmup_s, batch)
+        outcomes = batcher.run(requests)
+        answered = sum(isinstance(outcome, Response) for outcome in outcomes)
+        forwards = [forward.images for forward in batcher.last_forwards]
         bench.limit[backbone] = measurement
-        results[backbone] = {"batch": batch, **measurement.to_dict()}
+        results[backbone] = {
+            "batch": batch,
+            "dtype": str(chain.model.dtype).removeprefix("torch."),
+            "forwards": forwards,
+            **measurement.to_dict(),
+        }
+        check.require(
+            answered == batch and forwards == [batch],
+            f"{backbone}: {batch} requests answered, in forwards of",
+            forwards,
+        )
         check.row(
             f"{backbone} batch {batch}: img/s, p50/p99 ms",
             f"{measurement.images_per_s:.1f}, {measurement.p50_ms:.1f}/{measurement.p99_ms:.1f}",

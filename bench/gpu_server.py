@@ -119,8 +119,8 @@ class ServerCheck:
 
     def serve(self, backbone: str) -> None:
         s, check = self.s, self.check
-        ours, ref = f"{backbone}-scorer", f"{backbone}-reference"
-        ours_dir = self.bench.model_dirs[backbone]
+        ours, ref = self.bench.served_dirs[backbone].parent.name, f"{backbone}-reference"
+        ours_dir = self.bench.served_dirs[backbone]  # in half precision on the GPU
         build = self.bench.workdir / "build"
         ref_dir = models.extract(
             models.build_archive(backbone, ref, build, reference=True, size=s.input_size),
@@ -189,7 +189,8 @@ class ServerCheck:
         check.figures.setdefault("models", {})[backbone] = entry
 
     def cycles(self, backbone: str) -> None:
-        name, path = f"{backbone}-scorer", self.bench.model_dirs[backbone]
+        path = self.bench.served_dirs[backbone]
+        name = path.parent.name
         before = self.device_used()
         loads, unloads = [], []
         for _ in range(self.s.server_cycles):

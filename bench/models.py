@@ -17,8 +17,9 @@ HEADS = ("appeal", "ctr", "brand_safety")
 REFERENCE_SCRIPT = Path(__file__).with_name("reference_inference.py")
 
 
-def spec_for(backbone: str, name: str, *, size: int = 224) -> ModelSpec:
-    """A ``size`` x ``size`` (224: resize 256, centre crop) creative-scorer spec."""
+def spec_for(backbone: str, name: str, *, size: int = 224, dtype: str = "float32") -> ModelSpec:
+    """A ``size`` x ``size`` (224: resize 256, centre crop) creative-scorer spec, served in
+    ``dtype``."""
     return ModelSpec.from_dict(
         {
             "name": name,
@@ -26,6 +27,7 @@ def spec_for(backbone: str, name: str, *, size: int = 224) -> ModelSpec:
             "architecture": backbone,
             "input": {"size": size, "resize": size * 256 // 224, "policy": "resize_center_crop"},
             "heads": [{"name": h, "kind": "probability"} for h in HEADS],
+            "dtype": dtype,
         }
     )
 
@@ -52,13 +54,14 @@ def build_archive(
     reference: bool = False,
     size: int = 224,
     calibrated: bool = False,
+    dtype: str = "float32",
 ) -> Path:
     """Write ``out_dir/<name>.tar.gz`` (optionally with the reference handler as user code,
     or with batch-norm statistics gathered: :func:`calibrate_batch_norm`)."""
     staging = out_dir / f"{name}.src"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    spec = spec_for(backbone, name, size=size)
+    spec = spec_for(backbone, name, size=size, dtype=dtype)
     torch.manual_seed(0)
     network = build_network(spec)
     if calibrated:

@@ -163,6 +163,8 @@ def package(
         )
     for line in result.compiled.lines() if result.compiled else []:
         click.echo(line)
+    if result.precision is not None:
+        click.echo(result.precision.line())
     click.echo(f"wrote {result.path} ({result.size} bytes, {len(result.files)} files)")
     click.echo(f"sha256 {result.sha256}")
 

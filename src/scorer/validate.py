@@ -4,8 +4,10 @@ Unpacks safely into a temp dir, loads it with the same chain (user hooks + defau
 server uses, sends one sample creative through ``input_fn -> predict_fn -> output_fn``
 and reports files, size, load time, memory and latency. When the spec names a compiled
 form (``scorer package --compile``), it also reports whether that form is served here and
-the forward latency of both forms on this machine. Any problem raises a
-:class:`ScorerError` whose message says what is wrong.
+the forward latency of both forms on this machine. When the spec asks for half precision
+(``"dtype"``), it reports the largest difference from float32 scores on the sample
+creative and seeded sample inputs. Any problem raises a :class:`ScorerError` whose
+message says what is wrong.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
 from scorer.errors import ModelLoadError, ScorerError
 from scorer.models.archive import ArchiveLimits, check_archive, safe_extract
 from scorer.models.spec import Latency, ServeSpec
+
+if TYPE_CHECKING:
+    from scorer.models.precision import PrecisionCheck
 
 
 @dataclass
@@ -42,10 +48,12 @@ class ValidationReport:
     served: str = ""  # what the server loads: the compiled form or the weights' kind
     fallback_reason: str | None = None  # why the compiled form is not served here
     forward_ms: dict[str, Latency] = field(default_factory=dict)  # form -> measured here
+    precision: PrecisionCheck | None = None  # half precision against float32, when asked
 
     def lines(self) -> list[str]:
         """A short human-readable report."""
-        return self._lines() + self._compiled_lines()
+        precision = [self.precision.line()] if self.precision else []
+        return self._lines() + precision + self._compiled_lines()
 
     def _compiled_lines(self) -> list[str]:
         serve = self.compiled
@@ -170,7 +178,27 @@ def _validate_dir(model_dir: Path, label: str, allow_pickle: bool) -> Validation
     except (ValueError, AttributeError, TypeError, IndexError, KeyError):
         report.output_heads = []
     _compare_forms(report, chain.model, model_dir, allow_pickle)
+    report.precision = _compare_precision(chain.model, model_dir, body, allow_pickle)
     return report
+
+
+def _compare_precision(
+    model: object, model_dir: Path, creative: bytes, allow_pickle: bool
+) -> PrecisionCheck | None:
+    """For a spec asking for half precision: the largest difference from float32 on the
+    sample creative (preprocessed as the server does) and seeded sample inputs."""
+    import torch
+
+    from scorer.inference.images import decode_image, decode_target, preprocess_images
+    from scorer.models.loading import LoadedModel
+    from scorer.models.precision import compare_precision, sample_inputs
+
+    if not isinstance(model, LoadedModel) or model.spec.dtype == "float32":
+        return None
+    spec = model.spec.input
+    image = decode_image(creative, decode_target(spec))
+    inputs = torch.cat([preprocess_images([image], spec), sample_inputs(spec.size)])
+    return compare_precision(model_dir, inputs, allow_pickle=allow_pickle)
 
 
 def _compare_forms(

@@ -96,6 +96,8 @@ def test_batching_and_limit_pick_a_measured_batch_size(dry_run: dict[str, Any]) 
         best = figures["best_batch"]
         assert figures["images_per_s"][str(best)] == max(figures["images_per_s"].values())
         assert limit["models"][backbone]["batch"] == best
+        assert limit["models"][backbone]["forwards"] == [best]  # one forward for the batch
+        assert limit["models"][backbone]["dtype"] == "float32"  # float16 on a GPU
         assert limit["models"][backbone]["images_per_s"] > 0
         assert limit["models"][backbone]["errors"] == 0
     assert batching["copy"]["note"].startswith("none")
@@ -149,3 +151,8 @@ def test_results_go_to_the_device_machines_out_folder_when_set(
     assert gpu_check.default_out(dry_run=False) == tmp_path / "gpu-check.json"
     monkeypatch.delenv("OUT")
     assert gpu_check.default_out(dry_run=True) == gpu_check.RESULTS_DIR / "gpu-check-dry-run.json"
+
+
+def test_the_json_is_strict() -> None:
+    ready = gpu_check._json_ready({"p99_ms": float("nan"), "runs": [1.5, float("inf")]})
+    assert ready == {"p99_ms": None, "runs": [1.5, None]}

@@ -15,6 +15,10 @@ needs no compiler and unpickles nothing (:func:`load_compiled`). When it cannot 
 (another device, CPU or torch release, a damaged file), the weights are served instead and
 a warning says why.
 
+A spec's ``"dtype"`` (``float16``/``bfloat16``) casts the network when it is loaded;
+:class:`LoadedModel` casts its input batch to it and returns float32 outputs, so the rest
+of the chain is unchanged.
+
 Unpickling arbitrary objects is refused unless the operator sets ``SCORER_ALLOW_PICKLE``.
 """
 
@@ -42,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 TORCHSCRIPT_FILE = "model.pt"
 EXPORT_FILE = "model.pt2"
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -54,9 +59,13 @@ class LoadedModel:
     source: str  # "state_dict" | "torchscript" | "export" | "pickle" | "aoti"
     # why the compiled form the spec names is not the one served (None: it is, or none named)
     fallback_reason: str | None = None
+    dtype: torch.dtype = torch.float32  # the network's precision (the spec's "dtype")
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.network(batch)
+        if self.dtype != torch.float32 and batch.is_floating_point():
+            out: torch.Tensor = self.network(batch.to(self.dtype))
+            return out.float() if out.is_floating_point() else out
+        out = self.network(batch)
         return out
 
     @property
@@ -252,8 +261,10 @@ def load_model(
     allow_pickle: bool = False,
     name: str = "model",
     compiled: bool = True,
+    dtype: str | None = None,
 ) -> LoadedModel:
-    """Load the model in ``model_dir`` onto ``device`` in eval mode.
+    """Load the model in ``model_dir`` onto ``device`` in eval mode, in the precision its
+    spec asks for (``dtype``: this one instead, e.g. ``"float32"`` to compare with).
 
     The compiled form its spec names is served when it runs here (``compiled=False``: the
     eager network from the weights, whatever the spec names).
@@ -268,7 +279,7 @@ def load_model(
     fallback: str | None = None
     if (model_dir / SPEC_FILE).is_file():
         spec = ModelSpec.read(model_dir)
-        if spec.serve is not None and compiled:
+        if spec.serve is not None and compiled and (dtype or spec.dtype) == "float32":
             try:
                 forward = load_compiled(model_dir, spec, device)
             except ModelLoadError as exc:
@@ -294,11 +305,23 @@ def load_model(
         )
     if hasattr(network, "eval") and source != "export":  # export fixes the mode at export time
         network.eval()
+    if (dtype or spec.dtype) not in TORCH_DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; known: {', '.join(TORCH_DTYPES)}")
+    precision = TORCH_DTYPES[dtype or spec.dtype]
+    if precision != torch.float32 and (source == "export" or not hasattr(network, "to")):
+        raise ModelLoadError(
+            f"{SPEC_FILE} asks for {dtype or spec.dtype} inference, but a {source} network "
+            "runs in the precision it was exported in: use a state_dict or TorchScript"
+        )
     if hasattr(network, "to") and source != "export":
         network = network.to(device)
+        if precision != torch.float32:
+            network = network.to(precision)
         if device.type == "cpu" and isinstance(network, nn.Module):
             network = network.to(memory_format=torch.channels_last)
-    return LoadedModel(network, spec, device, source=source, fallback_reason=fallback)
+    return LoadedModel(
+        network, spec, device, source=source, fallback_reason=fallback, dtype=precision
+    )
 
 
 # -- compiled forms ---------------------------------------------------------------------------

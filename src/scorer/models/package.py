@@ -13,6 +13,10 @@ Layout (what SageMaker extracts to ``/opt/ml/model`` or ``/opt/ml/models/<hash>/
 The archive is byte-for-byte reproducible (see :mod:`scorer.models.archive`), except with
 a compiled form: its spec records timings measured while packaging, and the package holds
 a random serialization id and build paths.
+
+A spec that asks for half-precision inference (``"dtype"``) is loaded in float32 and in
+that precision, and the largest difference of their outputs on sample inputs is reported
+(:attr:`PackageResult.precision`, :mod:`scorer.models.precision`).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from scorer.models.spec import SPEC_FILE, ModelSpec
 
 if TYPE_CHECKING:
     from scorer.models.compiled import CompileOutcome
+    from scorer.models.precision import PrecisionCheck
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class PackageResult:
     files: tuple[str, ...]
     size: int
     compiled: CompileOutcome | None = None  # what --compile found, when asked
+    precision: PrecisionCheck | None = None  # half precision against float32, when asked
 
 
 def package_model(
@@ -66,6 +72,7 @@ def package_model(
     spec = ModelSpec.read(spec_path.parent) if spec_path.name == SPEC_FILE else _read(spec_path)
     if not weights_path.is_file():
         raise ModelLoadError(f"weights file {weights_path} does not exist")
+    _check_compile_precision(spec, compile_form)
     if compile_form != "none":
         with tempfile.TemporaryDirectory(prefix="scorer-compile-") as tmp:
             staging = Path(tmp) / "model"
@@ -107,12 +114,19 @@ def package_model(
             f"{SPEC_FILE} names the compiled form {spec.serve.file}: pass it with --extra, "
             "or package with --compile to make it"
         )
+    precision = None
+    if spec.dtype != "float32":
+        with tempfile.TemporaryDirectory(prefix="scorer-precision-") as tmp:
+            (Path(tmp) / SPEC_FILE).write_text(spec.to_json())
+            (Path(tmp) / spec.weights).symlink_to(weights_path.resolve())
+            precision = _compare_precision(Path(tmp))
     digest = pack_files(entries, out_path)
     return PackageResult(
         path=out_path,
         sha256=digest,
         files=tuple(sorted(entries)),
         size=out_path.stat().st_size,
+        precision=precision,
     )
 
 
@@ -133,6 +147,7 @@ def package_directory(
         raise ModelLoadError(f"{model_dir} has none of {', '.join(markers)} at its root")
     if (model_dir / SPEC_FILE).is_file():
         spec = ModelSpec.read(model_dir)
+        _check_compile_precision(spec, compile_form)
         if not (model_dir / spec.weights).is_file():
             raise ModelLoadError(f"{spec.weights} named by {SPEC_FILE} is missing in {model_dir}")
         if compile_form == "none" and spec.serve and not (model_dir / spec.serve.file).is_file():
@@ -152,6 +167,7 @@ def package_directory(
             if outcome.file is not None:
                 (staging / SPEC_FILE).write_text(replace(spec, serve=outcome.serve).to_json())
             return replace(package_directory(staging, out_path), compiled=outcome)
+    precision = _compare_precision(model_dir)
     digest = pack_directory(model_dir, out_path)
     files = tuple(
         sorted(
@@ -160,7 +176,23 @@ def package_directory(
             if p.is_file() and "__pycache__" not in p.parts
         )
     )
-    return PackageResult(out_path, digest, files, out_path.stat().st_size)
+    return PackageResult(out_path, digest, files, out_path.stat().st_size, precision=precision)
+
+
+def _check_compile_precision(spec: ModelSpec, compile_form: str) -> None:
+    """A compiled form runs in float32: refuse to compile a spec asking for another."""
+    if compile_form != "none" and spec.dtype != "float32":
+        raise ModelLoadError(
+            f"--compile {compile_form} makes a float32 form, but {SPEC_FILE} asks for "
+            f"{spec.dtype} inference: package it without --compile"
+        )
+
+
+def _compare_precision(model_dir: Path) -> PrecisionCheck | None:
+    """Half precision against float32 on sample inputs (None for a float32 spec)."""
+    from scorer.models.precision import compare_precision
+
+    return compare_precision(model_dir)
 
 
 def _compile(model_dir: Path, form: str, keep_compiled: bool) -> CompileOutcome:

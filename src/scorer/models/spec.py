@@ -38,6 +38,12 @@ without batch settings, as SageMaker loads it; either member may be left out:
 
     "batching": {"max_batch_size": 16, "max_delay_ms": 10}
 
+An optional ``"dtype"`` asks for inference in half precision, ``"float16"`` or
+``"bfloat16"`` (default ``"float32"``, left out of the file): the network is cast when it
+is loaded and its inputs follow; ``scorer package`` and ``scorer validate`` report the
+largest difference from float32 scores on sample inputs (:mod:`scorer.models.precision`).
+A spec naming a compiled form (``"serve"``) stays float32.
+
 This module imports no torch: the archive checker and the model cache read specs too.
 """
 
@@ -64,6 +70,7 @@ SERVE_LAYOUTS = ("channels_last", "contiguous")
 MAX_SERVE_BATCH = 4096
 MAX_BATCH_SIZE = 1024  # requests in one forward pass (MMS's batch_size)
 MAX_BATCH_DELAY_MS = 60_000
+DTYPES = ("float32", "float16", "bfloat16")  # inference precision a spec may ask for
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
@@ -225,6 +232,7 @@ class ModelSpec:
     format: str = SPEC_FORMAT
     serve: ServeSpec | None = None
     batching: BatchingSpec | None = None
+    dtype: str = "float32"
 
     @property
     def head_names(self) -> list[str]:
@@ -245,6 +253,8 @@ class ModelSpec:
             del data["batching"]
         else:
             data["batching"] = self.batching.to_dict()
+        if self.dtype == "float32":
+            del data["dtype"]  # float32 specs keep their exact old text
         return data
 
     def to_json(self) -> str:
@@ -320,6 +330,14 @@ class ModelSpec:
             raise ModelLoadError(f"{SPEC_FILE}: weights must be a file name at the model root")
         serve = ServeSpec.from_dict(data["serve"], weights) if "serve" in data else None
         batching = BatchingSpec.from_dict(data["batching"]) if "batching" in data else None
+        dtype = data.get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise ModelLoadError(f"{SPEC_FILE}: dtype {dtype!r} is not one of {DTYPES}")
+        if serve is not None and dtype != "float32":
+            raise ModelLoadError(
+                f"{SPEC_FILE}: a compiled form ('serve') runs in float32; dtype {dtype!r} "
+                "asks for half precision: drop one of them"
+            )
         return cls(
             name=name,
             version=str(data.get("version", "0")),
@@ -330,6 +348,7 @@ class ModelSpec:
             format=fmt,
             serve=serve,
             batching=batching,
+            dtype=str(dtype),
         )
 
     @classmethod
