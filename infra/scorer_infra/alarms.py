@@ -11,6 +11,13 @@ Metrics (SageMaker developer guide, "Amazon SageMaker metrics in Amazon CloudWat
 
 All use the dimensions ``EndpointName`` and ``VariantName``. Missing data (no traffic, or a
 metric the mode never emits) does not breach.
+
+Per model, for the models the context names (``alarm_models``, ``alarm_target_models``),
+two alarms on the container's own EMF metrics (:mod:`scorer_infra.emf_metrics`), in the
+namespace the stack gives the container: the 5xx rate, metric math on ``Requests`` by
+``code`` over ``Requests`` by ``model``, and the p99 of ``RequestDuration``. Their period
+is the container's EMF interval, rounded up to whole minutes. They never roll a
+deployment back: a model that is not loaded yet has no data.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
+from scorer_infra import emf_metrics
 from scorer_infra.instance_types import Hardware
 from scorer_infra.settings import EndpointSettings, Mode
 
@@ -42,6 +50,8 @@ class EndpointAlarms:
     all: tuple[cloudwatch.Alarm, ...]
     rollback: tuple[cloudwatch.Alarm, ...]
     rollback_names: tuple[str, ...]
+    #: the per-model alarms on the container's EMF metrics (also in ``all``)
+    models: tuple[cloudwatch.Alarm, ...] = ()
 
 
 def alarm_name(endpoint_name: str, what: str) -> str:
@@ -153,6 +163,9 @@ def endpoint_alarms(scope: Construct, settings: EndpointSettings) -> EndpointAla
             )
         )
 
+    models = model_alarms(scope, settings)
+    created.extend(models)
+
     if thresholds.topic_arn is not None:
         topic = sns.Topic.from_topic_arn(scope, "AlarmTopic", thresholds.topic_arn)
         for each in created:
@@ -162,4 +175,82 @@ def endpoint_alarms(scope: Construct, settings: EndpointSettings) -> EndpointAla
         all=tuple(created),
         rollback=(errors, latency),
         rollback_names=(alarm_name(name, ERRORS_5XX), alarm_name(name, MODEL_LATENCY)),
+        models=models,
     )
+
+
+def model_alarm_name(endpoint_name: str, model: str, what: str) -> str:
+    """The name of one per-model alarm, e.g. ``scorer-model-creative-v3-p99-latency``."""
+    return f"{endpoint_name}-model-{model}-{what}"
+
+
+def model_alarms(scope: Construct, settings: EndpointSettings) -> tuple[cloudwatch.Alarm, ...]:
+    """The 5xx-rate and p99-latency alarms of each model the settings name (none if none)."""
+    models = settings.alarm_model_dimensions
+    if not models:
+        return ()
+    thresholds = settings.alarms
+    interval = emf_metrics.emf_interval_seconds(settings.environment)
+    period = Duration.seconds(emf_metrics.alarm_period_seconds(interval))
+    namespace = settings.metrics_namespace
+    name = settings.endpoint_name
+
+    def metric(metric_name: str, statistic: str, **dimensions: str) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace=namespace,
+            metric_name=metric_name,
+            dimensions_map=dimensions,
+            statistic=statistic,
+            period=period,
+        )
+
+    created: list[cloudwatch.Alarm] = []
+    for model in models:
+        by_model = {emf_metrics.MODEL_DIMENSION: model}
+        errors = {
+            f"c{code}": metric(
+                emf_metrics.REQUESTS, "Sum", **by_model, **{emf_metrics.CODE_DIMENSION: code}
+            )
+            for code in emf_metrics.ERROR_CODES
+        }
+        # SUM([...]) adds the codes that have data; no 5xx at all leaves no data (not
+        # breaching), and neither does a period without requests
+        rate = cloudwatch.MathExpression(
+            expression=f"100 * SUM([{', '.join(errors)}]) / total",
+            using_metrics={"total": metric(emf_metrics.REQUESTS, "Sum", **by_model), **errors},
+            label=f"{model} 5xx %",
+            period=period,
+        )
+        p99 = metric(emf_metrics.REQUEST_DURATION, "p99", **by_model)
+        for construct_id, what, watched, threshold, description in (
+            (
+                f"Model-{model}-5xxRateAlarm",  # one id per model: a stable logical id
+                "5xx-rate",
+                rate,
+                thresholds.model_5xx_percent,
+                f"{name}: model {model} answers more than {thresholds.model_5xx_percent:g}% "
+                "of its requests with 5xx (container EMF metrics)",
+            ),
+            (
+                f"Model-{model}-P99LatencyAlarm",
+                "p99-latency",
+                p99,
+                thresholds.model_p99_ms,
+                f"{name}: model {model}'s p99 time in the worker is above "
+                f"{thresholds.model_p99_ms:g} ms (container EMF metrics; a bucket bound)",
+            ),
+        ):
+            created.append(
+                cloudwatch.Alarm(
+                    scope,
+                    construct_id,
+                    alarm_name=model_alarm_name(name, model, what),
+                    alarm_description=description,
+                    metric=watched,
+                    threshold=threshold,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    evaluation_periods=thresholds.evaluation_periods,
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
+            )
+    return tuple(created)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scorer_infra import container_env
+from scorer_infra import container_env, emf_metrics
 from scorer_infra.image import EcrImage, default_ecr_image, parse_ecr_image_uri, read_image_detail
 from scorer_infra.instance_types import Hardware, InstanceType, parse_instance_type
 from scorer_infra.s3_location import S3Prefix, parse_s3_prefix
@@ -40,6 +40,11 @@ DEFAULT_INSTANCE_TYPES: Mapping[Mode, str] = {
     Mode.GPU_SELF_MANAGED: "ml.g5.xlarge",
 }
 TRAFFIC_ROUTINGS = ("ALL_AT_ONCE", "CANARY", "LINEAR")
+#: MetricsConfig.MetricPublishFrequencyInSeconds (SageMaker API, CloudFormation schema)
+PUBLISH_FREQUENCIES = (10, 30, 60, 120, 180, 240, 300)
+#: per-model alarms come in pairs; this keeps the stack far below CloudFormation's 500
+#: resources and the alarm bill visible
+MAX_ALARM_MODELS = 50
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,30 @@ class AlarmSettings:
     gpu_memory_percent: float = 90.0
     evaluation_periods: int = 3
     topic_arn: str | None = None
+    #: per-model alarms on the container's EMF metrics: ``model`` dimension values as the
+    #: container writes them (any mode) ...
+    models: tuple[str, ...] = ()
+    #: ... and TargetModel keys, whose dimension value the stack derives (gpu-self-managed)
+    target_models: tuple[str, ...] = ()
+    #: 5xx answers per model, percent of its answered requests
+    model_5xx_percent: float = 5.0
+    #: p99 of the time in the worker per model (RequestDuration), milliseconds
+    model_p99_ms: float = 1000.0
+
+
+@dataclass(frozen=True)
+class ContainerMetricsSettings:
+    """What SageMaker scrapes from the container and how often (detailed observability)."""
+
+    #: write ``ContainerMetricsConfig`` on the model's container (an escape hatch: neither
+    #: the CDK nor cfn-lint's schema has the property yet, see docs/infra.md)
+    enabled: bool = False
+    path: str = "/metrics"
+    #: MetricsConfig (endpoint config) and, when enabled, the metrics endpoint's frequency
+    publish_frequency_seconds: int | None = None
+    #: MetricsConfig.EnableDetailedObservability; SageMaker's default when unset (true for
+    #: new configs), set true when ``enabled``
+    detailed_observability: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +147,8 @@ class EndpointSettings:
     alarms: AlarmSettings = field(default_factory=AlarmSettings)
     deployment: DeploymentSettings = field(default_factory=DeploymentSettings)
     startup_health_check_timeout_seconds: int | None = None
-    metrics_namespace: str = "scorer"
+    metrics_namespace: str = emf_metrics.DEFAULT_NAMESPACE
+    container_metrics: ContainerMetricsSettings = field(default_factory=ContainerMetricsSettings)
 
     def __post_init__(self) -> None:
         if self.instance_type is None:
@@ -142,8 +172,14 @@ class EndpointSettings:
                 60,
                 3600,
             )
-        if not self.metrics_namespace or self.metrics_namespace.startswith("AWS/"):
-            raise ValueError("metrics_namespace must be non-empty and not start with 'AWS/'")
+        namespace = self.metrics_namespace
+        if not emf_metrics.NAMESPACE.match(namespace) or namespace.startswith("AWS/"):
+            raise ValueError(
+                "metrics_namespace must be a CloudWatch namespace the container accepts (at "
+                f"most 255 of A-Z a-z 0-9 space . _ / # : -, not starting AWS/), got {namespace!r}"
+            )
+        _check_container_metrics(self.container_metrics)
+        _check_model_alarms(self)
 
     @property
     def image(self) -> EcrImage:
@@ -157,6 +193,12 @@ class EndpointSettings:
         """The parsed instance type."""
         assert self.instance_type is not None  # set in __post_init__
         return parse_instance_type(self.instance_type)
+
+    @property
+    def alarm_model_dimensions(self) -> tuple[str, ...]:
+        """The ``model`` dimension values that get per-model alarms, in the order given."""
+        derived = [emf_metrics.target_model_dimension(k) for k in self.alarms.target_models]
+        return tuple(dict.fromkeys([*self.alarms.models, *derived]))
 
     @property
     def model_prefix(self) -> S3Prefix | None:
@@ -302,6 +344,63 @@ def _check_alarms(alarms: AlarmSettings) -> None:
         raise ValueError("alarm_evaluation_periods must be at least 1")
 
 
+def _check_container_metrics(m: ContainerMetricsSettings) -> None:
+    path = m.path
+    if not path.startswith("/") or len(path) > 256 or ".." in path.split("/"):
+        raise ValueError(
+            f"metrics_endpoint_path must start with '/', hold at most 256 characters and no "
+            f"'..' component (ContainerMetricsConfig), got {path!r}"
+        )
+    frequency = m.publish_frequency_seconds
+    if frequency is not None and frequency not in PUBLISH_FREQUENCIES:
+        choices = ", ".join(str(f) for f in PUBLISH_FREQUENCIES)
+        raise ValueError(f"metrics_publish_frequency_seconds must be one of {choices}")
+    if m.enabled and m.detailed_observability is False:
+        raise ValueError(
+            "container_metrics_config asks SageMaker to scrape the container, which is "
+            "detailed observability; it cannot be combined with detailed_observability=false"
+        )
+
+
+def _check_model_alarms(s: EndpointSettings) -> None:
+    alarms = s.alarms
+    for model in alarms.models:
+        if not emf_metrics.MODEL_NAME.match(model):
+            raise ValueError(
+                f"alarm_models: {model!r} is not a model name the container serves (1-128 of "
+                "A-Z a-z 0-9 _ . -, starting with a letter or digit)"
+            )
+    if alarms.target_models and s.mode is not Mode.GPU_SELF_MANAGED:
+        raise ValueError(
+            "alarm_target_models applies only with -c mode=gpu-self-managed, where the "
+            "container names each model after its TargetModel key; on a multi-model "
+            "endpoint SageMaker registers models under opaque names: list those (from "
+            "/metrics, the request log or CloudWatch) in alarm_models"
+        )
+    for key in alarms.target_models:
+        emf_metrics.check_target_model(key)
+    count = len(s.alarm_model_dimensions)
+    if count > MAX_ALARM_MODELS:
+        raise ValueError(
+            f"{count} models for per-model alarms; at most {MAX_ALARM_MODELS} (two alarms each)"
+        )
+    for key, value in (
+        ("alarm_model_5xx_percent", alarms.model_5xx_percent),
+        ("alarm_model_p99_ms", alarms.model_p99_ms),
+    ):
+        if value <= 0:
+            raise ValueError(f"{key} must be positive, got {value}")
+    if alarms.model_5xx_percent > 100:
+        raise ValueError("alarm_model_5xx_percent is a percentage in (0, 100]")
+    # values the container would refuse at start fail synth instead
+    emf_metrics.emf_interval_seconds(s.environment)
+    if not emf_metrics.emf_enabled(s.environment) and count:
+        raise ValueError(
+            f"per-model alarms watch the container's EMF metrics, but the environment sets "
+            f"{container_env.EMF} off; drop alarm_models/alarm_target_models or turn EMF on"
+        )
+
+
 def _check_deployment(d: DeploymentSettings) -> None:
     if d.traffic_routing not in TRAFFIC_ROUTINGS:
         raise ValueError(
@@ -393,6 +492,10 @@ def settings_from_context(get: ContextGetter, base_dir: Path | None = None) -> E
             gpu_memory_percent=ctx.number("alarm_gpu_memory_percent", d_alarms.gpu_memory_percent),
             evaluation_periods=ctx.integer("alarm_evaluation_periods", d_alarms.evaluation_periods),
             topic_arn=ctx.text("alarm_topic_arn"),
+            models=ctx.text_list("alarm_models"),
+            target_models=ctx.text_list("alarm_target_models"),
+            model_5xx_percent=ctx.number("alarm_model_5xx_percent", d_alarms.model_5xx_percent),
+            model_p99_ms=ctx.number("alarm_model_p99_ms", d_alarms.model_p99_ms),
         ),
         deployment=DeploymentSettings(
             traffic_routing=(ctx.text("traffic_routing") or d_deploy.traffic_routing).upper(),
@@ -406,7 +509,13 @@ def settings_from_context(get: ContextGetter, base_dir: Path | None = None) -> E
         startup_health_check_timeout_seconds=ctx.optional_integer(
             "startup_health_check_timeout_seconds"
         ),
-        metrics_namespace=ctx.text("metrics_namespace") or "scorer",
+        metrics_namespace=ctx.text("metrics_namespace") or emf_metrics.DEFAULT_NAMESPACE,
+        container_metrics=ContainerMetricsSettings(
+            enabled=ctx.boolean("container_metrics_config", False),
+            path=ctx.text("metrics_endpoint_path") or "/metrics",
+            publish_frequency_seconds=ctx.optional_integer("metrics_publish_frequency_seconds"),
+            detailed_observability=ctx.optional_boolean("detailed_observability"),
+        ),
     )
 
 
@@ -439,9 +548,13 @@ class _Context:
         return path if path.is_absolute() else self._base_dir / path
 
     def boolean(self, key: str, default: bool) -> bool:
+        value = self.optional_boolean(key)
+        return default if value is None else value
+
+    def optional_boolean(self, key: str) -> bool | None:
         value = self._raw(key)
         if value is None:
-            return default
+            return None
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()
@@ -477,6 +590,24 @@ class _Context:
     def integer(self, key: str, default: int) -> int:
         value = self.optional_integer(key)
         return default if value is None else value
+
+    def text_list(self, key: str) -> tuple[str, ...]:
+        """A JSON array of strings (cdk.json, or ``-c key='["a", "b"]'``) or ``-c key=a,b``."""
+        value = self._raw(key)
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError(f"context {key} is not a JSON array: {text!r}") from None
+            else:
+                value = text.split(",")
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"context {key} must be a list of strings, got {value!r}")
+        return tuple(v.strip() for v in value if v.strip())
 
     def mapping(self, key: str) -> dict[str, str]:
         value = self._raw(key)

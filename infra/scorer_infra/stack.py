@@ -4,6 +4,10 @@ The three SageMaker resources are ``CfnModel`` -> ``CfnEndpointConfig`` -> ``Cfn
 The model and endpoint config are immutable in SageMaker, so their names carry a digest of
 their properties (see :mod:`scorer_infra.naming`); the endpoint keeps its logical id and
 name and is updated in place, blue/green, rolled back by the 5xx and latency alarms.
+
+``ContainerMetricsConfig`` (what SageMaker scrapes from the container) is a property of the
+container definition that neither this CDK version nor cfn-lint's schema knows yet; with
+``-c container_metrics_config=true`` it is written with a property override (docs/infra.md).
 """
 
 from __future__ import annotations
@@ -53,11 +57,11 @@ class ScorerEndpointStack(Stack):
         )
 
         container = self._container(image)
-        model_name = content_name(
-            self,
-            f"{settings.endpoint_name}-model",
-            {"role": self.role.role_arn, "container": container},
-        )
+        scraped = self._container_metrics_config()
+        named: dict[str, Any] = {"role": self.role.role_arn, "container": container}
+        if scraped is not None:
+            named["container_metrics_config"] = scraped
+        model_name = content_name(self, f"{settings.endpoint_name}-model", named)
         self.model = sagemaker.CfnModel(
             self,
             "Model",
@@ -65,6 +69,9 @@ class ScorerEndpointStack(Stack):
             execution_role_arn=self.role.role_arn,
             primary_container=container,
         )
+        if scraped is not None:
+            # the escape hatch: a raw CloudFormation property on the L1 resource
+            self.model.add_property_override("PrimaryContainer.ContainerMetricsConfig", scraped)
 
         variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
             variant_name=settings.variant_name,
@@ -76,12 +83,20 @@ class ScorerEndpointStack(Stack):
                 settings.startup_health_check_timeout_seconds
             ),
         )
-        config_name = content_name(self, f"{settings.endpoint_name}-config", [variant])
+        metrics_config = self._metrics_config()
+        config_name = content_name(
+            self,
+            f"{settings.endpoint_name}-config",
+            [variant]
+            if metrics_config is None
+            else {"variants": [variant], "metrics": metrics_config},
+        )
         self.endpoint_config = sagemaker.CfnEndpointConfig(
             self,
             "EndpointConfig",
             endpoint_config_name=config_name,
             production_variants=[variant],
+            metrics_config=metrics_config,
         )
         self.endpoint_config.node.add_dependency(self.model)
 
@@ -111,13 +126,15 @@ class ScorerEndpointStack(Stack):
         settings = self.settings
         prefix_url = self.model_files.prefix.url
         environment = dict(settings.environment)
+        # the container's EMF namespace: the one the role may write to and the alarms watch
+        environment[container_env.METRICS_NAMESPACE] = settings.metrics_namespace
         if settings.mode is Mode.CPU_MULTI_MODEL:
             # SageMaker itself sets SAGEMAKER_MULTI_MODEL=true for Mode: MultiModel
             return sagemaker.CfnModel.ContainerDefinitionProperty(
                 image=image.uri,
                 mode="MultiModel",
                 model_data_url=prefix_url,
-                environment=environment or None,
+                environment=environment,
             )
         cache = settings.cache
         environment[container_env.MODEL_PREFIX] = prefix_url
@@ -132,6 +149,29 @@ class ScorerEndpointStack(Stack):
             image=image.uri,
             mode="SingleModel",
             environment=environment,
+        )
+
+    def _container_metrics_config(self) -> dict[str, Any] | None:
+        """The container's ``ContainerMetricsConfig`` (CloudFormation names), if asked for."""
+        metrics = self.settings.container_metrics
+        if not metrics.enabled:
+            return None
+        endpoint: dict[str, Any] = {"MetricsEndpointPath": metrics.path}
+        if metrics.publish_frequency_seconds is not None:
+            endpoint["MetricPublishFrequencyInSeconds"] = metrics.publish_frequency_seconds
+        return {"MetricsEndpoints": [endpoint]}
+
+    def _metrics_config(self) -> sagemaker.CfnEndpointConfig.MetricsConfigProperty | None:
+        """The endpoint config's ``MetricsConfig``; None leaves SageMaker's defaults."""
+        metrics = self.settings.container_metrics
+        detailed = metrics.detailed_observability
+        if metrics.enabled and detailed is None:
+            detailed = True  # scraping the container is detailed observability
+        if detailed is None and metrics.publish_frequency_seconds is None:
+            return None
+        return sagemaker.CfnEndpointConfig.MetricsConfigProperty(
+            enable_detailed_observability=detailed,
+            metric_publish_frequency_in_seconds=metrics.publish_frequency_seconds,
         )
 
     def _deployment_config(self) -> sagemaker.CfnEndpoint.DeploymentConfigProperty:
@@ -193,6 +233,15 @@ class ScorerEndpointStack(Stack):
                 f"mode gpu-self-managed on the CPU instance {instance.name}: the container's "
                 "own model cache works, but mode cpu-multi-model lets SageMaker route and "
                 "cache models across instances",
+            )
+        if settings.container_metrics.enabled:
+            annotations.add_warning_v2(
+                "scorer:container-metrics-override",
+                "container_metrics_config writes PrimaryContainer.ContainerMetricsConfig with a "
+                "property override: SageMaker's API has it, but this CDK version's and "
+                "cfn-lint's CloudFormation schemas do not, so CloudFormation may refuse the "
+                "model at deploy time (docs/infra.md). Without it SageMaker still scrapes "
+                "/metrics on port 8080, the default for a bring-your-own container",
             )
         if instance.arm64:
             annotations.add_warning_v2(

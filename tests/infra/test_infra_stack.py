@@ -171,8 +171,13 @@ def test_cpu_model_is_multi_model_on_the_prefix(cpu: Synth) -> None:
     assert container["Mode"] == "MultiModel"
     assert container["Image"] == IMAGE_V1
     assert container["ModelDataUrl"] == PREFIX
-    # SageMaker injects SAGEMAKER_MULTI_MODEL itself; numbers arrive as strings
-    assert container["Environment"] == {"SCORER_DEVICE": "cpu", "SCORER_THREADS_PER_WORKER": "2"}
+    # SageMaker injects SAGEMAKER_MULTI_MODEL itself; numbers arrive as strings; the stack
+    # sets the EMF namespace (metrics_namespace) that the role and the alarms use
+    assert container["Environment"] == {
+        "SCORER_DEVICE": "cpu",
+        "SCORER_THREADS_PER_WORKER": "2",
+        "SCORER_METRICS_NAMESPACE": "scorer",
+    }
     assert model["ExecutionRoleArn"].startswith("${ExecutionRole")
 
 
@@ -326,6 +331,7 @@ def test_gpu_model_is_single_model_with_the_container_cache_settings(gpu: Synth)
         "SCORER_DEFAULT_MODEL": key,
         "SCORER_CACHE_MAX_MODELS": "8",
         "SCORER_CACHE_GPU_MEMORY_FRACTION": "0.8",
+        "SCORER_METRICS_NAMESPACE": "scorer",
     }
     assert gpu.json["Outputs"]["AssetModelName"]["Value"] == key
     assert (gpu.outdir / f"asset.{key.removesuffix('.gz')}.tar.gz").is_file()

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from scorer.cache.cache import ModelCache
@@ -84,8 +84,24 @@ def assert_valid_emf(document: dict[str, Any]) -> None:
             assert 1 <= len(definition["Name"]) <= 255
             assert definition.get("Unit", "None") in UNITS
             value = document[definition["Name"]]
+            if isinstance(value, dict):
+                assert_valid_distribution(value)
+                continue
             values = value if isinstance(value, list) else [value]
             assert 1 <= len(values) <= 100 and all(_number(v) for v in values)
+
+
+def assert_valid_distribution(value: dict[str, Any]) -> None:
+    """A histogram member as AWS's EMF libraries write one: distinct values with their counts,
+    and the statistic set they make (which CloudWatch checks for consistency)."""
+    assert list(value) == ["Values", "Counts", "Max", "Min", "Count", "Sum"]
+    values, counts = value["Values"], value["Counts"]
+    assert 1 <= len(values) == len(counts) <= 100
+    assert all(_number(v) for v in values) and all(_number(c) and c > 0 for c in counts)
+    assert values == sorted(set(values))
+    assert value["Count"] == sum(counts)
+    assert value["Max"] == max(values) and value["Min"] == min(values)
+    assert value["Sum"] == pytest.approx(sum(v * c for v, c in zip(values, counts, strict=True)))
 
 
 def documents_of(registry: CollectorRegistry, state: EmfDocuments) -> list[dict[str, Any]]:
@@ -145,7 +161,15 @@ def test_a_model_document_has_the_specification_shape() -> None:
             },
             "model": "m1",
             "ModelsLoaded": 1,
-            "RequestDuration": pytest.approx(200.0),
+            # 0.1 s in the bucket le=0.1, 0.3 s in le=1: each bucket's bound, in ms
+            "RequestDuration": {
+                "Values": [100, 1000],
+                "Counts": [1, 1],
+                "Max": 1000,
+                "Min": 100,
+                "Count": 2,
+                "Sum": 1100,
+            },
         },
         {
             "_aws": {
@@ -217,13 +241,112 @@ def test_counters_and_histograms_report_only_the_interval() -> None:
 
     assert second[("m1", "200")]["Requests"] == 2
     assert second[("m1", "500")]["Requests"] == 1
-    assert second[("m1",)]["RequestDuration"] == pytest.approx(600.0)
+    assert second[("m1",)]["RequestDuration"]["Values"] == [1000]  # both in le=1
+    assert second[("m1",)]["RequestDuration"]["Counts"] == [2]  # not the first interval's
     assert second[("m1",)]["ModelsLoaded"] == 1
 
     third = by_dimensions(documents_of(registry, state))
     assert set(third) == {("m1",)}  # nothing counted: only the gauge
     assert "RequestDuration" not in third[("m1",)]
     assert third[("m1",)]["ModelsLoaded"] == 1
+
+
+def test_a_histogram_is_written_as_bucket_bounds_with_the_interval_counts() -> None:
+    registry = CollectorRegistry()
+    duration = Histogram(
+        "scorer_request_duration_seconds", "d", ["model"], registry=registry, buckets=(0.1, 1, 5)
+    )
+    state = EmfDocuments("scorer")
+
+    def count() -> float:
+        value = registry.get_sample_value("scorer_request_duration_seconds_count", {"model": "m1"})
+        assert value is not None
+        return value
+
+    for seconds in (0.05, 0.05, 0.3, 7.0):
+        duration.labels("m1").observe(seconds)
+    first = by_dimensions(documents_of(registry, state))[("m1",)]["RequestDuration"]
+    before = count()
+    for seconds in (0.2, 0.9, 3.0, 10.0, 20.0):
+        duration.labels("m1").observe(seconds)
+    second = by_dimensions(documents_of(registry, state))[("m1",)]["RequestDuration"]
+
+    # le=0.1: 2, le=1: 1, +Inf: 1 (written under the largest finite bound, 5 s)
+    assert first == {
+        "Values": [100, 1000, 5000],
+        "Counts": [2, 1, 1],
+        "Max": 5000,
+        "Min": 100,
+        "Count": 4,
+        "Sum": 6200,
+    }
+    # the second interval only: le=1: 2, le=5: 1, +Inf: 2; the last two share 5 s
+    assert second == {
+        "Values": [1000, 5000],
+        "Counts": [2, 3],
+        "Max": 5000,
+        "Min": 1000,
+        "Count": 5,
+        "Sum": 17000,
+    }
+    assert sum(second["Counts"]) == count() - before == 5
+
+
+def test_each_stage_is_a_distribution_under_model_and_stage() -> None:
+    registry = CollectorRegistry()
+    stages = Histogram(
+        "scorer_stage_duration_seconds",
+        "s",
+        ["model", "stage"],
+        registry=registry,
+        buckets=(0.01, 0.1),
+    )
+    stages.labels("m1", "decode").observe(0.002)
+    stages.labels("m1", "forward").observe(0.05)
+    stages.labels("m1", "forward").observe(0.08)
+
+    found = by_dimensions(documents_of(registry, EmfDocuments("scorer")))
+
+    assert found[("m1", "decode")]["StageDuration"]["Values"] == [10]
+    assert found[("m1", "forward")]["StageDuration"]["Values"] == [100]
+    assert found[("m1", "forward")]["StageDuration"]["Counts"] == [2]
+    directive = found[("m1", "forward")]["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Dimensions"] == [["model", "stage"]]  # no roll-up for histograms
+    assert directive["Metrics"] == [{"Name": "StageDuration", "Unit": "Milliseconds"}]
+
+
+def test_more_than_100_buckets_are_merged_under_their_highest_bound() -> None:
+    bounds = tuple(float(second) for second in range(1, 251))
+    registry = CollectorRegistry()
+    wait = Histogram("scorer_wait_seconds", "w", ["model"], registry=registry, buckets=bounds)
+    for bound in bounds:
+        wait.labels("m").observe(bound - 0.5)  # one in each bucket
+    wait.labels("m").observe(1000.0)  # +Inf, written under 250 s
+
+    (document,) = documents_of(registry, EmfDocuments("scorer"))
+
+    # 250 distinct values, so groups of 3 neighbours: 83 full groups and 250 s alone
+    assert document["Wait"]["Values"] == [3000 * (i + 1) for i in range(83)] + [250_000]
+    assert document["Wait"]["Counts"] == [3] * 83 + [2]
+    assert document["Wait"]["Count"] == 251
+
+
+def test_a_summary_is_its_mean_counted_once_per_observation() -> None:
+    registry = CollectorRegistry()
+    wait = Summary("scorer_queue_wait_seconds", "q", ["model"], registry=registry)
+    wait.labels("m").observe(0.2)
+    wait.labels("m").observe(0.4)
+
+    (document,) = documents_of(registry, EmfDocuments("scorer"))
+
+    assert document["QueueWait"] == {
+        "Values": [300],
+        "Counts": [2],
+        "Max": 300,
+        "Min": 300,
+        "Count": 2,
+        "Sum": 600,
+    }
 
 
 class Replay:
@@ -258,9 +381,10 @@ def test_a_counter_that_goes_down_was_reset_and_counts_its_new_value() -> None:
     second = by_dimensions(state.documents(replay.collect(), NOW_MS))
 
     assert first[("m1", "200")]["Requests"] == 10
-    assert first[("m1",)]["RequestDuration"] == pytest.approx(500.0)
+    assert first[("m1",)]["RequestDuration"]["Counts"] == [4]
     assert second[("m1", "200")]["Requests"] == 4
-    assert second[("m1",)]["RequestDuration"] == pytest.approx(300.0)
+    assert second[("m1",)]["RequestDuration"]["Counts"] == [2]
+    assert second[("m1",)]["RequestDuration"]["Values"] == [1000]
 
 
 def test_over_100_metrics_split_into_documents_with_the_same_dimensions() -> None:

@@ -18,8 +18,18 @@ How Prometheus samples become EMF metrics:
 * counters: the increase over the interval (omitted while 0). A value below the previous
   one is a reset, as Prometheus' ``increase()`` reads it: the whole new value counts. A
   series seen for the first time counts from zero (the reporter starts with the server);
-* histograms (and summaries): the interval's mean, ``sum`` increase / ``count`` increase
-  (omitted when nothing was observed);
+* histograms: a distribution, ``{"Values": [...], "Counts": [...], "Max", "Min", "Count",
+  "Sum"}`` (the shape AWS's own EMF libraries write), from which CloudWatch computes
+  percentiles. Each bucket that gained observations in the interval is one value, its
+  upper bound (``le``), with the bucket's increase as its count; the ``+Inf`` bucket takes
+  the largest finite bound. So the ``p99`` CloudWatch reports is the bound of the bucket
+  that holds the 99th percentile, as ``le`` means "at most". ``Max``, ``Min``, ``Count``
+  and ``Sum`` are those of the values written, a consistent statistic set: ``Count`` is
+  exact, the others are of bounds, not of the observations. More than 100 values (the
+  specification's limit) are merged, neighbours together, each group under its highest
+  bound. Omitted when nothing was observed;
+* summaries, and histograms with no finite bucket: one value, the interval's mean
+  (``sum`` increase / ``count`` increase), counted ``count`` increase times;
 * gauges: the value now; info and other types are left out;
 * each label set is one document whose labels are its dimensions, ``model`` first. A
   counter with labels besides ``model`` (``code``, ``outcome``) is also published under
@@ -48,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 MAX_METRICS_PER_DIRECTIVE = 100  # the specification's limit on MetricDefinitions
 MAX_DIMENSIONS_PER_SET = 30  # CloudWatch's limit on a metric's dimensions
+MAX_VALUES_PER_METRIC = 100  # the specification's limit on the values of one member
 MODEL_LABEL = "model"
 PREFIX = "scorer_"
 _UNIT_SUFFIXES = (("_seconds", "Milliseconds", 1000.0), ("_bytes", "Bytes", 1.0))
@@ -57,6 +68,63 @@ Source = Callable[[], Iterable[Metric]]
 """What a report collects: a collector's ``collect`` (the families of one scrape)."""
 Labels = tuple[tuple[str, str], ...]
 Document = dict[str, Any]
+
+
+def _clean(value: float) -> float:
+    """``value`` without binary noise from scaling (``0.025 * 1000`` is 25, not 25.000...04)."""
+    return float(f"{value:.15g}")
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """One interval's observations of a histogram: distinct values, ascending, each with the
+    number of observations it stands for."""
+
+    values: tuple[float, ...]
+    counts: tuple[float, ...]
+
+    def scaled(self, factor: float) -> Distribution:
+        """The same counts with the values in another unit."""
+        return Distribution(tuple(_clean(v * factor) for v in self.values), self.counts)
+
+    def is_finite(self) -> bool:
+        """Whether every value and count is a finite number (CloudWatch takes no others)."""
+        return all(math.isfinite(x) for x in (*self.values, *self.counts))
+
+    def as_json(self) -> dict[str, float | int | list[float | int]]:
+        """The EMF member: values and counts, and the statistic set they make."""
+        total = _clean(sum(v * c for v, c in zip(self.values, self.counts, strict=True)))
+        return {
+            "Values": [_number(v) for v in self.values],
+            "Counts": [_number(c) for c in self.counts],
+            "Max": _number(max(self.values)),
+            "Min": _number(min(self.values)),
+            "Count": _number(sum(self.counts)),
+            "Sum": _number(total),
+        }
+
+
+Figure = float | Distribution
+"""A member's value over one interval: a number, or a histogram's distribution."""
+
+
+def _distribution(pairs: Iterable[tuple[float, float]]) -> Distribution | None:
+    """``(value, count)`` pairs as a distribution: empty counts dropped, equal values joined,
+    ascending; past :data:`MAX_VALUES_PER_METRIC` values, neighbours are merged into groups
+    of equal size, each under its highest value. None when nothing was counted."""
+    joined: dict[float, float] = {}
+    for value, count in pairs:
+        if count > 0:
+            joined[value] = joined.get(value, 0.0) + count
+    ordered = sorted(joined.items())
+    if not ordered:
+        return None
+    size = -(-len(ordered) // MAX_VALUES_PER_METRIC)  # ceiling division
+    groups = [ordered[start : start + size] for start in range(0, len(ordered), size)]
+    return Distribution(
+        tuple(group[-1][0] for group in groups),
+        tuple(sum(count for _, count in group) for group in groups),
+    )
 
 
 @dataclass(frozen=True)
@@ -97,6 +165,20 @@ def _number(value: float) -> float | int:
     return int(value) if value.is_integer() else value
 
 
+def _scaled(figure: Figure, scale: float) -> Figure | None:
+    """``figure`` in its unit; None if it is not finite (CloudWatch takes no NaN or Inf)."""
+    if isinstance(figure, Distribution):
+        distribution = figure.scaled(scale)
+        return distribution if distribution.is_finite() else None
+    value = figure * scale
+    return value if math.isfinite(value) else None
+
+
+def _json(figure: Figure) -> Any:
+    """A member's value as the document holds it."""
+    return figure.as_json() if isinstance(figure, Distribution) else _number(figure)
+
+
 class EmfDocuments:
     """Turns successive collections into EMF documents; keeps the cumulative values of the
     previous one, so that counters and histograms report what happened in between."""
@@ -108,14 +190,15 @@ class EmfDocuments:
 
     def documents(self, families: Iterable[Metric], timestamp_ms: int) -> list[Document]:
         """The documents for everything collected in ``families`` since the last call."""
-        groups: dict[tuple[Labels, bool], dict[str, tuple[str, float]]] = {}
+        groups: dict[tuple[Labels, bool], dict[str, tuple[str, Figure]]] = {}
         for family in families:
             name, unit, scale = metric_name(family.name, family.type)
             for labels, value in self._figures(family):
                 if len(labels) > MAX_DIMENSIONS_PER_SET:
                     self._warn_labels(family.name, len(labels))
                     continue
-                if not math.isfinite(value):
+                scaled = _scaled(value, scale)
+                if scaled is None:
                     continue
                 keys = {key for key, _ in labels}
                 rollup = family.type == "counter" and MODEL_LABEL in keys and len(keys) > 1
@@ -123,13 +206,13 @@ class EmfDocuments:
                 if name in keys or name == "_aws" or name in metrics:
                     logger.warning("EMF: %s (%s) collides with another member", name, family.name)
                     continue
-                metrics[name] = (unit, value * scale)
+                metrics[name] = (unit, scaled)
         found: list[Document] = []
         for (labels, rollup), metrics in sorted(groups.items()):
             found.extend(self._documents(labels, rollup, metrics, timestamp_ms))
         return found
 
-    def _figures(self, family: Metric) -> Iterable[tuple[Labels, float]]:
+    def _figures(self, family: Metric) -> Iterable[tuple[Labels, Figure]]:
         """``(labels, value)`` of the interval for each series of ``family``."""
         if family.type == "gauge":
             for sample in family.samples:
@@ -143,28 +226,52 @@ class EmfDocuments:
                     if increase > 0:
                         yield labels, increase
         elif family.type in {"histogram", "summary"}:
-            yield from self._means(family)
+            yield from self._distributions(family)
 
-    def _means(self, family: Metric) -> Iterable[tuple[Labels, float]]:
+    def _distributions(self, family: Metric) -> Iterable[tuple[Labels, Distribution]]:
         totals: dict[Labels, dict[str, float]] = {}
+        buckets: dict[Labels, dict[str, float]] = {}  # le -> cumulative count
         for sample in family.samples:
             part = sample.name.removeprefix(family.name)
+            plain = _ordered({k: v for k, v in sample.labels.items() if k not in _SPREAD_LABELS})
             if part in {"_sum", "_count"}:
-                plain = {k: v for k, v in sample.labels.items() if k not in _SPREAD_LABELS}
-                totals.setdefault(_ordered(plain), {})[part] = sample.value
+                totals.setdefault(plain, {})[part] = sample.value
+            elif part == "_bucket" and "le" in sample.labels:
+                buckets.setdefault(plain, {})[sample.labels["le"]] = sample.value
         for labels, parts in totals.items():
             if "_sum" not in parts or "_count" not in parts:
                 continue
-            count_key, sum_key = (family.name + "_count", labels), (family.name + "_sum", labels)
-            count, total = parts["_count"], parts["_sum"]
-            before_count = self._previous.get(count_key, 0.0)
-            before_total = self._previous.get(sum_key, 0.0)
-            self._previous[count_key], self._previous[sum_key] = count, total
-            if count < before_count:  # a reset: everything counted is new
-                before_count, before_total = 0.0, 0.0
-            observed = count - before_count
-            if observed > 0:
-                yield labels, (total - before_total) / observed
+            found = self._interval(family.name, labels, parts, buckets.get(labels, {}))
+            if found is not None:
+                yield labels, found
+
+    def _interval(
+        self, family: str, labels: Labels, parts: dict[str, float], cumulative: dict[str, float]
+    ) -> Distribution | None:
+        """One series' observations since the previous report, per bucket."""
+        bounds = sorted(cumulative, key=float)
+        counts: dict[str, float] = {}  # each bucket's own count, a counter too
+        below = 0.0
+        for le in bounds:
+            counts[le], below = cumulative[le] - below, cumulative[le]
+        keys = {le: (family + "_bucket", (*labels, ("le", le))) for le in bounds}
+        keys["_count"], keys["_sum"] = (family + "_count", labels), (family + "_sum", labels)
+        now = {**counts, "_count": parts["_count"], "_sum": parts["_sum"]}
+        before = {part: self._previous.get(key, 0.0) for part, key in keys.items()}
+        self._previous.update((key, now[part]) for part, key in keys.items())
+        if any(now[part] < before[part] for part in now if part != "_sum"):
+            before = dict.fromkeys(before, 0.0)  # a reset: everything counted is new
+        observed = now["_count"] - before["_count"]
+        if observed <= 0:
+            return None
+        finite = [le for le in bounds if math.isfinite(float(le))]
+        if not finite:  # a summary, or a histogram with the +Inf bucket only
+            mean = (now["_sum"] - before["_sum"]) / observed
+            return _distribution([(mean, observed)])
+        top = float(finite[-1])
+        return _distribution(
+            (float(le) if math.isfinite(float(le)) else top, now[le] - before[le]) for le in bounds
+        )
 
     def _increase(self, sample: str, labels: Labels, value: float) -> float:
         before = self._previous.get((sample, labels), 0.0)
@@ -183,7 +290,7 @@ class EmfDocuments:
         self,
         labels: Labels,
         rollup: bool,
-        metrics: dict[str, tuple[str, float]],
+        metrics: dict[str, tuple[str, Figure]],
         timestamp_ms: int,
     ) -> Iterable[Document]:
         dimensions = [[key for key, _ in labels]]
@@ -201,7 +308,7 @@ class EmfDocuments:
                 "_aws": {"Timestamp": timestamp_ms, "CloudWatchMetrics": [directive]},
                 **dict(labels),
             }
-            document.update((name, _number(metrics[name][1])) for name in chunk)
+            document.update((name, _json(metrics[name][1])) for name in chunk)
             yield document
 
 
