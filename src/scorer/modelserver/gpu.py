@@ -40,21 +40,30 @@ def _nvidia_smi(*query: str) -> list[list[str]] | None:
     return [[cell.strip() for cell in line.split(",")] for line in out.splitlines() if line.strip()]
 
 
+def _mib(cell: str) -> int | None:
+    """Bytes for a MiB figure ``nvidia-smi`` printed, or None (``[N/A]``, ``[Not Supported]``)."""
+    try:
+        return int(float(cell)) * _MIB
+    except ValueError:
+        return None
+
+
+def _per_gpu_sum(query: str) -> int | None:
+    """The sum over the visible GPUs of a MiB figure, or None without a GPU or a figure."""
+    values = [_mib(row[0]) for row in _nvidia_smi(query) or [] if row]
+    known = [value for value in values if value is not None]
+    return sum(known) if known else None
+
+
 def total_gpu_memory() -> int | None:
     """Total memory of the visible GPUs in bytes, or None without a GPU."""
-    rows = _nvidia_smi("--query-gpu=memory.total")
-    if not rows:
-        return None
-    return sum(int(float(row[0])) for row in rows) * _MIB
+    return _per_gpu_sum("--query-gpu=memory.total")
 
 
 def used_gpu_memory() -> int | None:
     """Memory in use on the visible GPUs in bytes (all processes, CUDA contexts included),
     or None without a GPU."""
-    rows = _nvidia_smi("--query-gpu=memory.used")
-    if not rows:
-        return None
-    return sum(int(float(row[0])) for row in rows) * _MIB
+    return _per_gpu_sum("--query-gpu=memory.used")
 
 
 def gpu_memory_by_pid() -> dict[int, int]:
@@ -63,9 +72,11 @@ def gpu_memory_by_pid() -> dict[int, int]:
     usage: dict[int, int] = {}
     for row in rows:
         try:
-            usage[int(row[0])] = usage.get(int(row[0]), 0) + int(float(row[1])) * _MIB
+            pid, used = int(row[0]), _mib(row[1])
         except (ValueError, IndexError):
             continue
+        if used is not None:
+            usage[pid] = usage.get(pid, 0) + used
     return usage
 
 
