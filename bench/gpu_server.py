@@ -23,7 +23,7 @@ from scorer import config as cfg
 from scorer.modelserver.gpu import GpuMemoryMeter
 from scorer.modelserver.ports import free_loopback_port
 from scorer.modelserver.process import ModelServer
-from scorer.modelserver.workers import worker_memory, worker_processes
+from scorer.modelserver.workers import served_models, worker_memory, worker_processes
 
 LIMIT_TARGET = 0.8  # scorer over HTTP / in-process GPU limit
 REFERENCE_TARGET = 10.0  # scorer over HTTP / toolkit-style handler, same GPU
@@ -191,7 +191,7 @@ class ServerCheck:
     def cycles(self, backbone: str) -> None:
         path = self.bench.served_dirs[backbone]
         name = path.parent.name
-        before = self.device_used()
+        before = self._settled()  # the previous section's workers have exited
         loads, unloads = [], []
         for _ in range(self.s.server_cycles):
             self.register(name, path)
@@ -225,17 +225,13 @@ class ServerCheck:
                 growth <= GROWTH_TARGET_PERCENT, label, f"{growth}%", "<= 5 % on the device"
             )
 
-    def _settled(self, timeout: float = 10.0) -> int:
-        """The device's used memory once the unloaded worker has exited."""
+    def _settled(self, timeout: float = 15.0) -> int:
+        """The device's used memory once no model is served: every unloaded model's
+        worker processes have exited (their memory goes back as each process ends)."""
         deadline = time.monotonic() + timeout
-        reading = self.device_used()
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            again = self.device_used()
-            if again >= reading:
-                return again
-            reading = again
-        return reading
+        while served_models(self.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return self.device_used()
 
     def oom(self) -> None:
         s = self.s
