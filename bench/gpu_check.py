@@ -1,6 +1,7 @@
 """``scripts/gpu-check``: every GPU verification of issue #22 in one run, one table, one JSON.
 
-``python -m bench.gpu_check`` on a machine with a CUDA GPU (about 5 minutes on one H200),
+``python -m bench.gpu_check`` on a machine with a CUDA GPU (sized for about 5 minutes on one
+H200, an estimate: it has not run on a GPU yet),
 or ``--dry-run`` on any machine: the same code paths on the CPU with tiny sizes (small
 torchvision models with random weights built here, small images, a few cycles), well
 under a minute on two cores, so CI keeps the check working. In a dry run every figure is

@@ -9,11 +9,13 @@ by a worker that keeps serving.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import torch
 
 from bench import device_memory, models, oversize
 from bench.gpu_sections import GROWTH_TARGET_PERCENT
@@ -91,6 +93,9 @@ class ServerCheck:
         return tree_rss(self.pid)
 
     def run(self) -> Check:
+        gc.collect()
+        if self.s.device.type == "cuda":  # this process's cached blocks: not the workers'
+            torch.cuda.empty_cache()
         self.server.start(output=self.bench.workdir / "mms.log")
         try:
             self.server.wait_ready(timeout=180)

@@ -124,9 +124,17 @@ def test_a_truncated_jpeg_is_a_400_and_the_others_still_decode(
     assert len(decode_jpegs([kept(good), kept(good)], CPU)) == 2
     assert calls == [2]  # one call for the batch
     calls.clear()
+    passed = EncodedJpeg(truncated, (96, 80), (96, 80))  # as if its header had been read
     with pytest.raises(BadRequestError, match="corrupt or truncated"):
-        decode_jpegs([kept(good), kept(truncated)], CPU)
+        decode_jpegs([kept(good), passed], CPU)
     assert calls == [2, 1, 1]  # the batch, then each alone; PIL refuses the truncated one
+
+
+def test_a_jpeg_without_its_end_marker_is_decoded_by_pil_when_read() -> None:
+    good = image_bytes("JPEG", (96, 80), seed=1)
+    assert isinstance(read_image(good + b"\x00\x00"), EncodedJpeg)  # padding is fine
+    with pytest.raises(BadRequestError, match="corrupt or truncated"):
+        read_image(good[: len(good) // 2])  # the CPU path's 400, before any device decodes it
 
 
 def test_a_jpeg_the_device_decoder_refuses_is_decoded_by_pil(

@@ -7,8 +7,9 @@ path of :mod:`scorer.inference.images` (PIL with ``draft``, which measured faste
 torchvision's CPU decoder). :func:`choose_decoding` makes the choice once per worker.
 
 The request's decoder only checks a JPEG's header (:func:`images.read_image`), so limits
-and 4xx answers are the CPU path's; a JPEG the device decoder refuses is decoded by PIL
-here, and a corrupt one raises the same :class:`~scorer.errors.BadRequestError`.
+and 4xx answers are the CPU path's (a JPEG without its end-of-image marker is truncated:
+PIL decodes it there, a 400); a JPEG the device decoder refuses is decoded by PIL here, and
+a corrupt one raises the same :class:`~scorer.errors.BadRequestError`.
 
 Resizing follows :func:`images.resize_image`'s policies with torch's antialiased bilinear
 interpolation on the full-size image (PIL decodes a reduced-size image first): inputs

@@ -65,13 +65,21 @@ def decode_image(data: bytes, target: int | None = None) -> Image.Image:
 
 
 def read_image(data: bytes, target: int | None = None) -> Image.Image | EncodedJpeg:
-    """:func:`decode_image`, except that an RGB or greyscale JPEG is checked (header, size,
-    shape) but left encoded, as an :class:`EncodedJpeg`, for decoding on the device.
+    """:func:`decode_image`, except that an RGB or greyscale JPEG that ends with its
+    end-of-image marker is checked (header, size, shape) but left encoded, as an
+    :class:`EncodedJpeg`, for decoding on the device.
 
     Raises:
         BadRequestError, PayloadTooLargeError: as :func:`decode_image`.
     """
     return _open(data, target, keep_jpeg=True)
+
+
+def _ends_with_eoi(data: bytes) -> bool:
+    """Whether a JPEG ends with its end-of-image marker (padding aside): one that does not
+    is truncated, and PIL decodes it here (a 400), whatever a device decoder would make
+    of it."""
+    return data.rstrip(b"\x00").endswith(b"\xff\xd9")
 
 
 def _open(data: bytes, target: int | None, *, keep_jpeg: bool) -> Image.Image | EncodedJpeg:
@@ -97,7 +105,12 @@ def _open(data: bytes, target: int | None, *, keep_jpeg: bool) -> Image.Image | 
                 )
             if target is not None and img.format == "JPEG":
                 img.draft("RGB", (target, target))
-            if keep_jpeg and img.format == "JPEG" and img.mode in DEVICE_JPEG_MODES:
+            if (
+                keep_jpeg
+                and img.format == "JPEG"
+                and img.mode in DEVICE_JPEG_MODES
+                and _ends_with_eoi(data)
+            ):
                 return EncodedJpeg(data, img.size, (width, height))
             img.load()
     except (PayloadTooLargeError, BadRequestError):
