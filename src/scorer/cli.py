@@ -228,6 +228,12 @@ def validate(source: Path, allow_pickle: bool) -> None:
     "--model-server-url",
     help="Use this running model server (e.g. http://model-server:8080) instead of starting one.",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Hot reload: when the model's files (code/, weights) or a prefix's archives change, "
+    "load the model again without a restart [env SCORER_LOCAL_WATCH].",
+)
 def local(**options: object) -> None:
     """Run a local SageMaker Runtime (InvokeEndpoint) in front of the model server."""
     from scorer.local.runner import run_local

@@ -70,6 +70,7 @@ LOCAL_ENDPOINT_NAME = "SCORER_LOCAL_ENDPOINT_NAME"
 LOCAL_BIND = "SCORER_LOCAL_BIND"
 LOCAL_PORT = "SCORER_LOCAL_PORT"
 LOCAL_MODEL_SERVER_URL = "SCORER_LOCAL_MODEL_SERVER_URL"
+LOCAL_WATCH = "SCORER_LOCAL_WATCH"  # hot reload: re-register models whose files change
 
 # --- metrics (the first is prometheus_client's name, set by scorer for MMS's workers) -----
 PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # where each worker writes its metrics

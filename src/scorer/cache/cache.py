@@ -15,6 +15,13 @@ What it does for a model key (SageMaker's TargetModel), as the SageMaker platfor
 4. register it with the model server under the name ``<hash>``;
 5. hand it to callers, counting the requests that hold it.
 
+:meth:`ModelCache.reload` loads a resident model's archive again (it changed at the
+source: ``scorer local --watch``) under the next version of its name, ``<hash>-r<N>``,
+while the old version keeps serving; then new requests get the new version and the old
+one is unloaded once the requests holding it are done. A reload that fails unloads the
+old version the same way, so the next request loads the archive again (and fails the
+same way until the archive is fixed).
+
 A loaded model serves at once, counted at the estimate room was made for; its footprint is
 measured in the background (``cache.measure``), and LRU models are evicted then if the
 measure shows a limit exceeded. The load event (``cache.load``) gives each step's duration
@@ -67,14 +74,18 @@ from scorer.models.archive import ArchiveError, ArchiveLimits, ExtractReport, sa
 MODEL_SUBDIR = "model"
 """Models go to ``<root>/<name>/model``, as SageMaker's ``/opt/ml/models/<hash>/model``."""
 _TEMP_PREFIX = ".scorer-"
-_OWNED = re.compile(rf"^(?:[0-9a-f]{{{HASH_CHARS}}}|\.scorer-(?:fetch|stage)-.+)$")
+_OWNED = re.compile(rf"^(?:[0-9a-f]{{{HASH_CHARS}}}(?:-r\d+)?|\.scorer-(?:fetch|stage)-.+)$")
 
 _T = TypeVar("_T")
 
 
 @dataclass(eq=False)
 class _Entry:
-    """A resident model (mutable; callers see :class:`ResidentModel` snapshots)."""
+    """A resident model (mutable; callers see :class:`ResidentModel` snapshots).
+
+    ``slot`` is the key's hash, under which the cache holds it; ``name`` is the model
+    server's name of this version (the slot, or ``<slot>-r<N>`` after a reload).
+    """
 
     key: str
     name: str
@@ -84,6 +95,11 @@ class _Entry:
     footprint: dict[str, int] = field(default_factory=dict)
     load_ms: float = 0.0
     in_flight: int = 0
+    slot: str = ""
+    idle: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_flight drops to 0
+
+    def __post_init__(self) -> None:
+        self.slot = self.slot or self.name
 
     def snapshot(self) -> ResidentModel:
         return ResidentModel(
@@ -153,7 +169,9 @@ class ModelCache:
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._loading_keys: dict[str, str] = {}
         self._reserved: dict[str, dict[str, int]] = {}  # loads past make-room: estimates
-        self._unloading: dict[str, asyncio.Task[None]] = {}
+        self._unloading: dict[str, asyncio.Task[None]] = {}  # by model server name
+        self._retiring: dict[str, _Entry] = {}  # replaced versions, unloaded once idle
+        self._versions: dict[str, int] = {}  # slot -> N of its current name <slot>-r<N>
         self._background: set[asyncio.Task[None]] = set()
         self._counters = CacheCounters()
         self._closed = False
@@ -247,7 +265,7 @@ class ModelCache:
                     if not missed:
                         self._counters.hits += 1
                         events.log_event(
-                            self._log, events.HIT, model=key, name=name,
+                            self._log, events.HIT, model=key, name=entry.name,
                             bytes=entry.extracted_bytes, ms=0.0,
                         )  # fmt: skip
                     return ModelLease(self, entry)
@@ -270,7 +288,8 @@ class ModelCache:
             if missed:
                 loaded = self._entries.get(name)
                 events.log_event(
-                    self._log, events.MISS, model=key, name=name, outcome=outcome,
+                    self._log, events.MISS, model=key, name=loaded.name if loaded else name,
+                    outcome=outcome,
                     bytes=loaded.extracted_bytes if loaded else 0,
                     ms=round((loop.time() - started) * 1000, 1),
                 )  # fmt: skip
@@ -301,9 +320,44 @@ class ModelCache:
         The next request for its key loads it again. Requests holding it keep their
         leases, which then release nothing.
         """
-        entry = self._entries.get(model.name)
-        if entry is not None and entry.key == model.key:
+        entry = self._entries.get(model_hash(model.key))
+        if entry is not None and entry.name == model.name:
             await self._evict(entry, "lost")
+
+    async def reload(self, key: str) -> bool:
+        """Load ``key``'s archive again (it changed at the source), if the model is resident.
+
+        The new version loads under the next name, ``<hash>-r<N>``, while requests keep
+        getting the resident one; once it is registered, new requests get it and the old
+        version is unloaded as soon as no request holds it. If the new version fails, the
+        old one is unloaded the same way and the error is raised: the next request loads
+        the archive again. A load of ``key`` in progress is waited for first.
+
+        Returns:
+            True if a new version serves; False if ``key`` is not resident (the next
+            request loads the archive as it is now) or the cache is shut down.
+
+        Raises:
+            The errors of :meth:`acquire`, except :class:`ModelNotReadyError` (this waits
+            for the load).
+        """
+        key = validate_model_key(key)
+        slot = model_hash(key)
+        while not self._closed:
+            loading = self._loading.get(slot)
+            if loading is not None:
+                await asyncio.gather(asyncio.shield(loading), return_exceptions=True)
+                continue  # it may have read the archive before it changed: load it again
+            entry = self._entries.get(slot)
+            if entry is None:
+                return False
+            await asyncio.shield(self._start_load(key, slot, replacing=entry))
+            return True
+        return False
+
+    def retiring(self) -> tuple[ResidentModel, ...]:
+        """Replaced versions (:meth:`reload`) still held by requests, unloaded once idle."""
+        return tuple(entry.snapshot() for entry in self._retiring.values())
 
     def resident(self) -> tuple[ResidentModel, ...]:
         """The resident models, least recently used first."""
@@ -341,6 +395,8 @@ class ModelCache:
         for task in loads:
             task.cancel()
         await asyncio.gather(*loads, *self._background, return_exceptions=True)
+        for retired in self._retiring.values():
+            retired.idle.set()  # closed: unloaded now, held or not
         if unload:
             for entry in list(self._entries.values()):
                 await self._evict(entry, "shutdown")
@@ -349,24 +405,32 @@ class ModelCache:
 
     # ------------------------------------------------------------------ loading
 
-    def _start_load(self, key: str, name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._load(key, name), name=f"scorer-cache-load-{name}")
-        self._loading[name] = task
-        self._loading_keys[name] = key
+    def _start_load(
+        self, key: str, slot: str, replacing: _Entry | None = None
+    ) -> asyncio.Task[None]:
+        task = asyncio.create_task(
+            self._load(key, slot, replacing), name=f"scorer-cache-load-{slot}"
+        )
+        self._loading[slot] = task
+        self._loading_keys[slot] = key
 
         def _done(done: asyncio.Task[None]) -> None:
-            if self._loading.get(name) is done:
-                del self._loading[name]
-                self._loading_keys.pop(name, None)
+            if self._loading.get(slot) is done:
+                del self._loading[slot]
+                self._loading_keys.pop(slot, None)
             if not done.cancelled():
                 done.exception()  # retrieved: waiters may all have timed out
 
         task.add_done_callback(_done)
         return task
 
-    async def _load(self, key: str, name: str) -> None:
+    async def _load(self, key: str, slot: str, replacing: _Entry | None = None) -> None:
         started = time.perf_counter()
         phases = _Phases()
+        if replacing is not None:
+            self._versions[slot] = self._versions.get(slot, 0) + 1
+        version = self._versions.get(slot, 0)
+        name = f"{slot}-r{version}" if version else slot
         pending_unload = self._unloading.get(name)
         if pending_unload is not None:
             await asyncio.shield(pending_unload)
@@ -391,12 +455,13 @@ class ModelCache:
                 raise type(exc)(f"model {key!r} cannot be used: {exc.message}") from exc
             await _finish_in_thread(asyncio.to_thread(_remove_all, (download,)))
             phases.done("extract")
-            await self._make_room(name, report.total_bytes)
+            if replacing is None:  # a new version replaces the old one: no room to make
+                await self._make_room(name, report.total_bytes)
             phases.done("make_room")
             model_dir = final / MODEL_SUBDIR
             registering = True
             try:
-                await self._register(name, model_dir)
+                await self._register(name, model_dir, slot)
             except ModelLoadFailedError as exc:
                 raise ModelLoadFailedError(f"model {key!r} failed to load: {exc.message}") from exc
             except InsufficientMemoryError as exc:
@@ -404,15 +469,22 @@ class ModelCache:
                     f"model {key!r} does not fit in the model server's memory: {exc.message}"
                 ) from exc
             phases.done("register")
-            entry = _Entry(key, name, model_dir, fetched, report.total_bytes)
-            # Serving starts now, counted at the estimate room was made for; the measured
-            # footprint replaces it in the background (meters scan processes, nvidia-smi).
-            entry.footprint = dict(self._reserved.get(name) or {})
+            entry = _Entry(key, name, model_dir, fetched, report.total_bytes, slot=slot)
+            # Serving starts now, counted at the estimate room was made for (a new version:
+            # the old one's footprint); the measured footprint replaces it in the background
+            # (meters scan processes, nvidia-smi).
+            estimate = self._reserved.get(name) or (replacing.footprint if replacing else {})
+            entry.footprint = dict(estimate)
             entry.load_ms = round((time.perf_counter() - started) * 1000, 1)
             self._reserved.pop(name, None)
-            self._entries[name] = entry
+            previous = self._entries.get(slot)
+            self._entries[slot] = entry
+            if previous is not None:
+                self._retire(previous, "replaced")
         except BaseException as exc:
             self._reserved.pop(name, None)
+            if replacing is not None and isinstance(exc, Exception):
+                self._retire(replacing, "replaced")  # until fixed, requests load it again
             if registering:
                 await _quietly(self.registry.unregister(name))
             await _finish_in_thread(asyncio.to_thread(_remove_all, (download, staging, final)))
@@ -429,27 +501,28 @@ class ModelCache:
             self._log, events.LOAD, model=key, name=name, bytes=entry.extracted_bytes,
             archive_bytes=fetched, footprint=entry.footprint, ms=entry.load_ms,
             phases_ms=phases.ms, sha256=report.sha256,
+            **({"replaces": replacing.name} if replacing is not None else {}),
         )  # fmt: skip
         if self.budgets:
             task = asyncio.get_running_loop().create_task(self._measure_loaded(entry))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         else:
-            await self._enforce_limits(exclude={name})
+            await self._enforce_limits(exclude={slot})
 
     async def _measure_loaded(self, entry: _Entry) -> None:
         """Measure a model that just became resident, then evict LRU models if over a limit
         (never the model just loaded)."""
         started = time.perf_counter()
         footprint = await self._measure(entry)
-        if self._entries.get(entry.name) is not entry:
-            return  # evicted or discarded meanwhile
+        if self._entries.get(entry.slot) is not entry:
+            return  # evicted, discarded or replaced meanwhile
         entry.footprint = footprint
         events.log_event(
             self._log, events.MEASURE, model=entry.key, name=entry.name,
             footprint=footprint, ms=round((time.perf_counter() - started) * 1000, 1),
         )  # fmt: skip
-        await self._enforce_limits(exclude={entry.name})
+        await self._enforce_limits(exclude={entry.slot})
 
     async def settle(self) -> None:
         """Wait for background work: footprint measurements and the evictions they cause."""
@@ -466,12 +539,12 @@ class ModelCache:
         staging.rename(final)
         return report
 
-    async def _register(self, name: str, model_dir: Path) -> None:
+    async def _register(self, name: str, model_dir: Path, slot: str) -> None:
         try:
             await self._register_once(name, model_dir)
         except InsufficientMemoryError:
             await _quietly(self.registry.unregister(name))
-            victim = self._victim(exclude={name})
+            victim = self._victim(exclude={slot})
             if victim is None:
                 raise
             await self._evict(victim, "insufficient_memory")
@@ -549,10 +622,12 @@ class ModelCache:
 
     def _release(self, entry: _Entry) -> None:
         entry.in_flight -= 1
+        if entry.in_flight == 0:
+            entry.idle.set()
         if (
             entry.in_flight == 0
             and not self._closed
-            and self._entries.get(entry.name) is entry
+            and self._entries.get(entry.slot) is entry
             and self._over_limits()
         ):
             task = asyncio.get_running_loop().create_task(self._enforce_limits(exclude=set()))
@@ -562,8 +637,8 @@ class ModelCache:
     # ------------------------------------------------------------------ unloading
 
     async def _evict(self, entry: _Entry, reason: str) -> None:
-        if self._entries.get(entry.name) is entry:
-            del self._entries[entry.name]
+        if self._entries.get(entry.slot) is entry:
+            del self._entries[entry.slot]
         task = asyncio.get_running_loop().create_task(self._unload(entry, reason))
         self._unloading[entry.name] = task
 
@@ -573,6 +648,28 @@ class ModelCache:
 
         task.add_done_callback(_done)
         await asyncio.shield(task)
+
+    def _retire(self, entry: _Entry, reason: str) -> None:
+        """Hand ``entry`` (a replaced version) to no new request; unload it once idle."""
+        if self._entries.get(entry.slot) is entry:
+            del self._entries[entry.slot]
+        self._retiring[entry.name] = entry
+        task = asyncio.get_running_loop().create_task(self._unload_when_idle(entry, reason))
+        self._unloading[entry.name] = task
+
+        def _done(done: asyncio.Task[None]) -> None:
+            if self._unloading.get(entry.name) is done:
+                del self._unloading[entry.name]
+            if self._retiring.get(entry.name) is entry:
+                del self._retiring[entry.name]
+
+        task.add_done_callback(_done)
+
+    async def _unload_when_idle(self, entry: _Entry, reason: str) -> None:
+        while entry.in_flight > 0 and not self._closed:
+            entry.idle.clear()
+            await entry.idle.wait()
+        await self._unload(entry, reason)
 
     async def _unload(self, entry: _Entry, reason: str) -> None:
         started = time.perf_counter()

@@ -14,7 +14,8 @@ class ResidentModel:
 
     Attributes:
         key: the model key (SageMaker's TargetModel), e.g. ``creative-v3.tar.gz``.
-        name: the model server's name for it (a hash of the key); invoke it by this name.
+        name: the model server's name for it (a hash of the key, ``<hash>-r<N>`` once
+            reloaded); invoke it by this name.
         model_dir: the extracted model, ``<cache root>/<name>/model``.
         archive_bytes: the archive's size as fetched.
         extracted_bytes: the size of the extracted files.

@@ -10,6 +10,10 @@ Runtime's error shapes (:mod:`scorer.local.errors`), never a traceback.
 cache's statistics and ``GET /metrics`` the model workers' and the cache's metrics in
 Prometheus format (:mod:`scorer.frontend.metrics`); none is a SageMaker Runtime operation.
 
+With hot reload (``--watch``, :mod:`scorer.local.reload`) the app's lifespan runs the file
+watcher, and a single model is invoked by its current version's name
+(``/models/model-r<N>/invoke``) instead of ``/invocations``.
+
 Build it with :func:`create_app`; nothing is read or started at import time.
 """
 
@@ -46,9 +50,11 @@ from scorer.local.protocol import (
     REQUEST_ID,
     read_invocation,
 )
+from scorer.local.reload import ModelVersions
 from scorer.local.settings import LocalSettings
+from scorer.local.watch import FileWatcher
 from scorer.metrics.emf import EmfSettings
-from scorer.modelserver.client import CONTENT_TYPE, CUSTOM_ATTRIBUTES
+from scorer.modelserver.client import CONTENT_TYPE, CUSTOM_ATTRIBUTES, Invocation
 
 logger = logging.getLogger("scorer.local")
 
@@ -63,10 +69,19 @@ _TIMEOUT_MESSAGE = (
 class _Invoker:
     """The invocation path: validate, resolve through the cache, forward, shape the answer."""
 
-    def __init__(self, settings: LocalSettings, backend: ModelBackend) -> None:
+    def __init__(
+        self, settings: LocalSettings, backend: ModelBackend, versions: ModelVersions | None
+    ) -> None:
         self.settings = settings
         self.backend = backend
+        self.versions = versions
         self.log_hint = backend.endpoint.log_hint
+
+    async def _forward(self, invocation: Invocation) -> httpx.Response:
+        if self.versions is None:
+            return await self.backend.invoke(invocation, invocation.target_model)
+        async with self.versions.use() as name:  # hot reload: the version serving now
+            return await self.backend.client.invoke_model(name, invocation)
 
     def _error(self, error: ServiceError, request_id: str) -> Response:
         headers = {ERROR_TYPE_HEADER: error.code, REQUEST_ID: request_id}
@@ -90,7 +105,7 @@ class _Invoker:
                 request, request.path_params["endpoint_name"], self.settings
             )
             try:
-                response = await self.backend.invoke(invocation, invocation.target_model)
+                response = await self._forward(invocation)
             except ModelServerTimeoutError:
                 raise model_error(
                     0,
@@ -129,7 +144,7 @@ async def _ping(_request: Request) -> Response:
     return Response(b"", 200)
 
 
-def _stats_route(cache: ModelCache | None) -> Route:
+def _stats_route(cache: ModelCache | None, versions: ModelVersions | None) -> Route:
     async def stats(_request: Request) -> Response:
         body: dict[str, Any] = {"multi_model": cache is not None}
         if cache is not None:
@@ -145,6 +160,12 @@ def _stats_route(cache: ModelCache | None) -> Route:
                 }
                 for model in cache.resident()
             ]
+            body["retiring"] = [  # replaced versions (--watch) finishing their requests
+                {"model": model.key, "name": model.name, "in_flight": model.in_flight}
+                for model in cache.retiring()
+            ]
+        if versions is not None:
+            body["versions"] = versions.describe()
         return Response(json.dumps(body), 200, media_type="application/json")
 
     return Route(STATS_PATH, stats, methods=["GET"])
@@ -178,6 +199,9 @@ def create_app(
     endpoint: ModelServerEndpoint,
     cache: ModelCache | None = None,
     emf: EmfSettings | None = None,
+    *,
+    versions: ModelVersions | None = None,
+    watcher: FileWatcher | None = None,
 ) -> Starlette:
     """The emulator app for ``settings``.
 
@@ -188,6 +212,9 @@ def create_app(
             on start-up and closes it (and its registry) on shutdown.
         emf: EMF lines of the workers' and the cache's metrics while it runs (None: none;
             :mod:`scorer.frontend.emf`).
+        versions: hot reload of a single model: the app loads its first version on
+            start-up, invokes the version serving now, and closes it on shutdown.
+        watcher: hot reload: the file watcher the app runs while it serves.
 
     Raises:
         ValueError: a multi-model endpoint without a cache.
@@ -197,18 +224,36 @@ def create_app(
     backend = ModelBackend(
         endpoint, cache if settings.multi_model else None, settings.invoke_timeout_seconds
     )
-    invoker = _Invoker(settings, backend)
+    invoker = _Invoker(settings, backend, versions)
+
+    @contextlib.asynccontextmanager
+    async def hot_reload() -> AsyncIterator[None]:
+        try:
+            if versions is not None:
+                await versions.load()  # the first version (a failure is served as ModelError)
+            if watcher is not None:
+                await watcher.start()
+            yield
+        finally:
+            if watcher is not None:
+                await watcher.aclose()
+            if versions is not None:
+                await versions.aclose()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with backend.lifespan(), emf_reporting(endpoint, backend.cache, emf):
+        async with (
+            backend.lifespan(),
+            emf_reporting(endpoint, backend.cache, emf),
+            hot_reload(),
+        ):
             yield {}
 
     app = Starlette(
         routes=[
             Route("/endpoints/{endpoint_name}/invocations", invoker.invoke, methods=["POST"]),
             Route("/ping", _ping, methods=["GET"]),
-            _stats_route(backend.cache),
+            _stats_route(backend.cache, versions),
             metrics_route(endpoint, backend.cache),
         ],
         exception_handlers={HTTPException: _unknown_operation, Exception: _unexpected},

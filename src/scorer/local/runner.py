@@ -6,6 +6,12 @@ and handler the image runs), on an internal loopback port that is never exposed,
 model server URL (the compose ``model-server`` service) it uses that server instead; the
 cache root must then be a directory both see at the same path.
 
+With ``watch`` (``--watch``) a changed model is loaded again while everything keeps
+running (:mod:`scorer.local.reload`). A single model is then registered by the emulator
+itself, one version at a time, on a model server started without a startup model (in
+multi-model mode, whose models root is the model directory's parent, or for an archive the
+folder its versions are extracted to).
+
 :meth:`LocalEndpoint.serve` runs in the foreground (``scorer local``; SIGINT/SIGTERM stop
 it, and the model server with it); :meth:`LocalEndpoint.running` runs it in a background
 thread (tests, notebooks).
@@ -33,12 +39,14 @@ from starlette.applications import Starlette
 from scorer.cache.cache import ModelCache
 from scorer.cache.settings import parse_size
 from scorer.cache.sources import DirectorySource, open_source
-from scorer.config import load_config
+from scorer.config import ServerConfig, load_config
 from scorer.errors import ConfigError, ModelServerUnavailableError
 from scorer.frontend.backend import ModelServerEndpoint
 from scorer.local.app import create_app
+from scorer.local.reload import ArchiveReloader, DeveloperRegistry, ModelVersions
 from scorer.local.settings import LOCAL_REGION, LocalSettings, load_local_settings
-from scorer.metrics.emf import emf_settings
+from scorer.local.watch import FileWatcher
+from scorer.metrics.emf import EmfSettings, emf_settings
 from scorer.models.archive import safe_extract
 from scorer.modelserver.client import ModelServerClient
 from scorer.modelserver.ports import free_loopback_port
@@ -104,8 +112,12 @@ class LocalEndpoint:
             if settings.multi_model:
                 registry = MmsModelRegistry(ModelServerClient(settings.model_server_url))
                 cache = ModelCache.from_settings(settings.cache, registry)
-            return create_app(settings, self.endpoint, cache, emf)
+            return create_app(
+                settings, self.endpoint, cache, emf, watcher=self._prefix_watcher(cache)
+            )
         run_dir = self._prepare_run_dir()
+        if settings.watch and not settings.multi_model:
+            return self._start_watched_model(server_config, run_dir, emf)
         cache_root = (
             settings.cache.cache_dir if settings.cache_dir_set else run_dir / "models"
         ).absolute()
@@ -129,8 +141,66 @@ class LocalEndpoint:
         cache = None
         if settings.multi_model:
             cache_settings = replace(settings.cache, cache_dir=cache_root)
-            cache = ModelCache.from_settings(cache_settings, registry)
-        return create_app(settings, self.endpoint, cache, emf)
+            developer = DeveloperRegistry(registry) if settings.watch else registry
+            cache = ModelCache.from_settings(cache_settings, developer)
+        return create_app(settings, self.endpoint, cache, emf, watcher=self._prefix_watcher(cache))
+
+    def _start_watched_model(
+        self, server_config: ServerConfig, run_dir: Path, emf: EmfSettings | None
+    ) -> Starlette:
+        """``--model-dir --watch``: a model server without a startup model; the app loads
+        each version of the model (:class:`~scorer.local.reload.ModelVersions`)."""
+        source = self.settings.model_dir
+        assert source is not None
+        source = source.absolute()
+        if not source.exists():
+            raise ConfigError(f"{source} is neither a model directory nor a model archive")
+        versions_dir = run_dir / "versions"
+        config = internal_config(
+            server_config,
+            port=free_loopback_port(),
+            run_dir=run_dir / "mms",
+            models_root=source.resolve().parent if source.is_dir() else versions_dir,
+            multi_model=True,
+        )
+        server, registry = start_model_server(
+            config, self.environ, startup_timeout=MODEL_SERVER_START_TIMEOUT
+        )
+        self.model_server = server
+        self.endpoint = ModelServerEndpoint(
+            server.url, log_hint=str(config.log_dir), metrics_dir=config.metrics_dir
+        )
+        versions = ModelVersions(
+            source,
+            DeveloperRegistry(registry),
+            versions_dir,
+            load_wait_s=self.settings.cache.load_wait_seconds,
+        )
+        if source.is_dir():
+            watcher = FileWatcher(
+                [source], versions.on_change, accept=lambda path: not path.is_relative_to(run_dir)
+            )
+        else:  # the archive's folder: a tool may replace the file (write, then rename)
+            watcher = FileWatcher(
+                [source.parent], versions.on_change, accept=source.__eq__, recursive=False
+            )
+        return create_app(
+            self.settings, self.endpoint, None, emf, versions=versions, watcher=watcher
+        )
+
+    def _prefix_watcher(self, cache: ModelCache | None) -> FileWatcher | None:
+        """``--model-prefix DIR --watch``: the prefix's archives, reloaded when they change."""
+        if not self.settings.watch or cache is None:
+            return None
+        source = cache.source
+        if not isinstance(source, DirectorySource) or not source.root.is_dir():
+            raise ConfigError(f"--watch needs a directory model prefix, not {source.uri}")
+        cache_root = cache.root
+        return FileWatcher(
+            [source.root],
+            ArchiveReloader(cache, source.root),
+            accept=lambda path: not path.is_relative_to(cache_root),
+        )
 
     def _prepare_run_dir(self) -> Path:
         if self.settings.run_dir is not None:
@@ -329,6 +399,7 @@ _CACHE_OPTIONS = {
     "cache_dir": "cache_dir",
 }
 _OPTIONS = ("port", "bind", "endpoint_name", "model_dir", "run_dir", "model_server_url")
+_FLAGS = ("watch",)  # given only when set (an absent flag leaves the environment's value)
 
 
 def overrides_from_options(options: Mapping[str, object]) -> dict[str, object]:
@@ -352,6 +423,9 @@ def overrides_from_options(options: Mapping[str, object]) -> dict[str, object]:
     for name in _OPTIONS:
         if options.get(name) is not None:
             overrides[name] = options[name]
+    for name in _FLAGS:
+        if options.get(name):
+            overrides[name] = True
     return overrides
 
 
@@ -370,6 +444,8 @@ def run_local(environ: Mapping[str, str], options: Mapping[str, object]) -> int:
             if settings.multi_model
             else f"single model {settings.model_dir}"
         )
+        if settings.watch:
+            kind += "; watching it: a saved change loads the model again"
         print(
             f"\nscorer local: endpoint {settings.endpoint_name!r} is ready at {url} "
             f"({kind}).\nInvoke it with:\n\n"

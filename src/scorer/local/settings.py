@@ -8,6 +8,8 @@ Environment variables (the ``scorer local`` options override them):
 ``SCORER_LOCAL_PORT``               port to listen on (default 8080)
 ``SCORER_LOCAL_MODEL_SERVER_URL``   an already running model server (e.g. the compose
                                     ``model-server`` service) instead of starting one
+``SCORER_LOCAL_WATCH``              ``true``: hot reload (``--watch``,
+                                    :mod:`scorer.local.reload`)
 ==================================  =======================================================
 
 The model cache's own variables (``SCORER_MODEL_PREFIX``, ``SCORER_CACHE_*``) are read by
@@ -27,6 +29,7 @@ from scorer.config import LOCAL_BIND as BIND
 from scorer.config import LOCAL_ENDPOINT_NAME as ENDPOINT_NAME
 from scorer.config import LOCAL_MODEL_SERVER_URL as MODEL_SERVER_URL
 from scorer.config import LOCAL_PORT as PORT
+from scorer.config import LOCAL_WATCH as WATCH
 from scorer.errors import ConfigError
 
 DEFAULT_ENDPOINT_NAME = "scorer-local"
@@ -56,6 +59,8 @@ class LocalSettings:
             temporary directory removed on exit).
         cache_dir_set: whether ``cache.cache_dir`` was chosen (else a model server started
             by the emulator gets its cache under ``run_dir``).
+        watch: hot reload: watch the model directory (or archive), or a directory model
+            prefix, and load what changes again (:mod:`scorer.local.reload`).
     """
 
     endpoint_name: str = DEFAULT_ENDPOINT_NAME
@@ -69,6 +74,7 @@ class LocalSettings:
     invoke_timeout_seconds: float = 60.0
     run_dir: Path | None = None
     cache_dir_set: bool = False
+    watch: bool = False
 
     def __post_init__(self) -> None:
         if not _ENDPOINT_NAME.match(self.endpoint_name):
@@ -82,6 +88,16 @@ class LocalSettings:
             raise ConfigError(
                 "give either a model prefix (multi-model endpoint) or a model directory "
                 "(single-model endpoint)"
+            )
+        if self.watch and self.model_dir is None and "://" in (self.cache.model_prefix or ""):
+            raise ConfigError(
+                f"--watch needs a model directory or a local model prefix, not "
+                f"{self.cache.model_prefix}"
+            )
+        if self.watch and self.model_dir is not None and self.model_server_url:
+            raise ConfigError(
+                "--watch on a single model needs the model server the emulator starts "
+                "(not --model-server-url)"
             )
 
     @property
@@ -101,6 +117,15 @@ class LocalSettings:
             f"arn:aws:logs:{LOCAL_REGION}:{LOCAL_ACCOUNT}:log-group:{self.log_group}"
             f":log-stream:{self.variant_name}/local"
         )
+
+
+def _flag(environ: Mapping[str, str], key: str) -> bool:
+    raw = (environ.get(key) or "").strip().lower()
+    if raw in {"", "0", "false", "no", "off"}:
+        return False
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    raise ConfigError(f"{key} must be true or false, got {raw!r}")
 
 
 def load_local_settings(
@@ -133,6 +158,7 @@ def load_local_settings(
         "bind": (environ.get(BIND) or "").strip() or "127.0.0.1",
         "port": port,
         "model_server_url": (environ.get(MODEL_SERVER_URL) or "").strip() or None,
+        "watch": _flag(environ, WATCH),
     }
     values.update(overrides)
     values["cache_dir_set"] = bool(environ.get(CACHE_DIR)) or "cache_dir" in cache_fields

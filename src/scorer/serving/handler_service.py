@@ -29,6 +29,7 @@ import os
 import re
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -347,6 +348,42 @@ _service: HandlerService | None = None
 _LOAD_OUTCOMES = {504: "timeout", 507: "out_of_memory"}  # a failed load's status -> outcome
 
 
+def _where_in_model(exc: BaseException, model_dir: Path) -> str | None:
+    """Where in the model's own files a load failure arose, e.g. ``code/inference.py, line
+    7``: a syntax error's position, else the innermost traceback frame in a file under
+    ``model_dir``, following the exception's cause and context (a ``UserCodeError`` keeps
+    the import's error there); None when no file of the model is involved."""
+    roots = (model_dir, model_dir.resolve())
+
+    def relative(filename: str | None) -> str | None:
+        path = Path(filename or "")
+        for root in roots:
+            if path.is_absolute() and path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+        return None
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, SyntaxError) and current.lineno:
+            where = relative(current.filename)
+            if where:
+                return f"{where}, line {current.lineno}"
+        for frame in reversed(traceback.extract_tb(current.__traceback__)):
+            where = relative(frame.filename)
+            if where:
+                return f"{where}, line {frame.lineno}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _with_location(message: str, exc: BaseException, model_dir: Path) -> str:
+    """``message``, then where in the model's files the failure arose (if it did)."""
+    where = _where_in_model(exc, model_dir)
+    return f"{message[:900]}; at {where}" if where else message
+
+
 def _load_failed(
     failures: Path,
     model_name: str,
@@ -393,11 +430,12 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
             raise MemoryError(f"out of memory loading {model_name}") from None
         except ScorerError as exc:
             status = int(exc.status_code)
-            _load_failed(failures, model_name, status, exc.message, error_type=type(exc).__name__)
+            message = _with_location(exc.message, exc, model_dir)
+            _load_failed(failures, model_name, status, message, error_type=type(exc).__name__)
             raise
         except Exception as exc:
             logger.exception("loading model %s failed", model_name)
-            message = f"{type(exc).__name__}: {exc}"
+            message = _with_location(f"{type(exc).__name__}: {exc}", exc, model_dir)
             _load_failed(failures, model_name, 500, message, False, type(exc).__name__)
             raise
         load_failures.clear(failures, model_name)
