@@ -2,6 +2,12 @@
 
 ``python -m bench`` (full, a few minutes on 2 cores) or ``python -m bench --smoke``
 (seconds; what CI runs, no timing assertions). Results go to ``bench/results/latest.json``.
+
+Stacks: ``limit`` (the chain in this process, one request per call), ``limit-b<N>`` (the
+worker's batched path, :class:`~scorer.inference.batching.Batcher`, N requests per forward
+pass: the batched in-process limit), ``scorer`` (over HTTP with the server's batching
+defaults, as SageMaker registers a model), ``scorer-b1`` (over HTTP, the same model
+registered with ``batch_size`` 1: batching off), ``reference`` (the toolkit-style handler).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +30,7 @@ import torch
 from bench import inputs, models
 from bench.load import Measurement, PingProbe, call_overhead_us, http_load, in_process, tree_rss
 from scorer.cpus import cpu_count
+from scorer.inference.batching import Batcher, BatchRequest
 from scorer.inference.chain import Chain
 from scorer.inference.context import RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
@@ -83,9 +91,10 @@ class Bench:
             flush=True,
         )
 
-    def register(self, name: str, path: Path) -> float:
+    def register(self, name: str, path: Path, **extra: object) -> float:
         started = time.perf_counter()
-        response = self.client.post("/models", json={"model_name": name, "url": str(path)})
+        body = {"model_name": name, "url": str(path), **extra}
+        response = self.client.post("/models", json=body)
         elapsed = time.perf_counter() - started
         if response.status_code != 200:
             raise RuntimeError(f"loading {name} failed: {response.status_code} {response.text}")
@@ -136,15 +145,24 @@ class Bench:
         print(f"GET /ping idle: {probe.summary()}; per-request deadline hop: {hop} us",
               flush=True)  # fmt: skip
 
-    def limit(self, backbone: str, model_dir: Path, payload: str) -> None:
+    def _chain(self, model_dir: Path) -> Chain:
         pool = configure_threads(cpu_count())  # the worker's budget: torch and image decoding
         defaults = CreativeScoringDefaults(
             torch.device("cpu"), allow_pickle=False, model_name="x", pool=pool
         )
         chain = Chain.for_model_dir(model_dir, defaults)
         chain.load(model_dir)
+        return chain
+
+    def _context(self, payload: str) -> RequestContext:
         p = self.payloads[payload]
-        ctx = RequestContext(model_name="x", content_type=p.content_type, accept="application/json")
+        return RequestContext(
+            model_name="x", content_type=p.content_type, accept="application/json"
+        )
+
+    def limit(self, backbone: str, model_dir: Path, payload: str) -> None:
+        chain = self._chain(model_dir)
+        p, ctx = self.payloads[payload], self._context(payload)
         m = in_process(
             f"limit:{payload}",
             lambda: chain.transform(p.body, ctx),
@@ -153,6 +171,29 @@ class Bench:
             p.images,
         )
         self.record(backbone, "limit", payload, m)
+
+    def limit_batched(self, backbone: str, model_dir: Path, payload: str, batch: int) -> None:
+        """The worker's batched path in this process: ``batch`` requests decoded on the
+        image pool and scored in one forward pass per call (latencies are per call)."""
+        batcher = Batcher(self._chain(model_dir))
+        p = self.payloads[payload]
+        requests = [BatchRequest(p.body, self._context(payload)) for _ in range(batch)]
+
+        def run_once() -> None:
+            outcomes = batcher.run(requests)
+            failed = [o for o in outcomes if isinstance(o, BaseException)]
+            if failed:
+                raise failed[0]
+
+        m = in_process(f"limit-b{batch}:{payload}", run_once, self.args.duration,
+                       self.args.warmup, p.images)  # fmt: skip
+        per_request = replace(
+            m,
+            requests=m.requests * batch,
+            rps=round(m.rps * batch, 2),
+            images_per_s=round(m.images_per_s * batch, 2),
+        )
+        self.record(backbone, f"limit-b{batch}", payload, per_request)
 
     def run(self) -> dict[str, Any]:
         self.server.start(output=self.workdir / "mms.log")
@@ -190,20 +231,27 @@ class Bench:
         }
         print(f"{backbone:<20}POST /models -> ready: {min(load_times):.2f} s (best of "
               f"{len(load_times)})", flush=True)  # fmt: skip
-        self.register(ours, ours_dir)
+        unbatched = f"{backbone}-scorer-b1"
+        self.register(ours, ours_dir)  # as SageMaker does: the server's batching defaults
+        self.register(unbatched, ours_dir, batch_size=1)  # batching off
         self.register(ref, ref_dir)
         for payload in self.payloads:
             self.limit(backbone, ours_dir, payload)
+        for batch in self.args.batch_sizes:
+            self.limit_batched(backbone, ours_dir, "jpeg1080", batch)
         saturation = max(self.args.concurrency)
         for concurrency in self.args.concurrency:
             self.http(backbone, "scorer", ours, "jpeg1080", concurrency, concurrency == saturation)
+        # batching on against off, at every concurrency of 8 and more (the top one at least)
+        for concurrency in [c for c in self.args.concurrency if c >= 8] or [saturation]:
+            self.http(backbone, "scorer-b1", unbatched, "jpeg1080", concurrency)
         for payload in self.payloads:
             if payload != "jpeg1080":
                 self.http(backbone, "scorer", ours, payload, saturation)
         for concurrency in sorted({1, saturation}):
             self.http(backbone, "reference", ref, "jpeg1080", concurrency)
-        self.unregister(ours)
-        self.unregister(ref)
+        for name in (ours, unbatched, ref):
+            self.unregister(name)
 
     def load_cycles(self, backbone: str) -> None:
         name = f"{backbone}-scorer"
@@ -238,6 +286,15 @@ def _best(runs: list[dict[str, Any]], model: str, stack: str, payload: str) -> d
     return max(rows, key=lambda r: r["rps"]) if rows else {}
 
 
+def _at(runs: list[dict[str, Any]], model: str, stack: str, concurrency: int) -> dict[str, Any]:
+    """The jpeg1080 row of ``stack`` at ``concurrency``, or {}."""
+    return next(
+        (r for r in runs if r["model"] == model and r["stack"] == stack
+         and r["input"] == "jpeg1080" and r["concurrency"] == concurrency),
+        {},
+    )  # fmt: skip
+
+
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
     """The issue's targets as ratios of measurements from this run."""
     out: dict[str, Any] = {}
@@ -246,14 +303,33 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
         limit = _best(runs, model, "limit", "jpeg1080")
         ours = _best(runs, model, "scorer", "jpeg1080")
         ref = _best(runs, model, "reference", "jpeg1080")
-        c1 = next(
-            (r for r in runs if r["model"] == model and r["stack"] == "scorer"
-             and r["input"] == "jpeg1080" and r["concurrency"] == 1),
-            {},
+        c1 = _at(runs, model, "scorer", 1)
+        batched = max(
+            (r for r in runs if r["model"] == model and r["stack"].startswith("limit-b")
+             and r["input"] == "jpeg1080"),
+            key=lambda r: r["rps"],
+            default={},
         )  # fmt: skip
         entry: dict[str, Any] = {}
         if limit and ours:
             entry["http_vs_limit_throughput"] = round(ours["rps"] / limit["rps"], 3)
+        if batched:
+            entry["batched_limit"] = batched["stack"]
+            if limit:
+                entry["batched_limit_vs_limit"] = round(batched["rps"] / limit["rps"], 3)
+            for concurrency in (8, 16):
+                row = _at(runs, model, "scorer", concurrency)
+                if row:  # target: >= 0.8
+                    entry[f"http_c{concurrency}_vs_batched_limit"] = round(
+                        row["rps"] / batched["rps"], 3
+                    )
+        for concurrency in sorted({r["concurrency"] for r in runs if r["stack"] == "scorer-b1"}):
+            on, off = _at(runs, model, "scorer", concurrency), _at(runs, model, "scorer-b1",
+                                                                   concurrency)  # fmt: skip
+            if on and off:
+                entry[f"batching_on_vs_off_c{concurrency}"] = round(on["rps"] / off["rps"], 3)
+        if c1 and c1["requests"]:  # target: <= 1.5
+            entry["p99_over_p50_c1"] = round(c1["p99_ms"] / c1["p50_ms"], 3)
         if ours and ref:
             entry["scorer_vs_reference_throughput"] = round(ours["rps"] / ref["rps"], 3)
         if c1 and limit:
@@ -272,7 +348,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument(
+        "--batch-sizes", type=int, nargs="+", default=[8, 16],
+        help="requests per forward pass for the batched in-process limit",
+    )  # fmt: skip
     parser.add_argument("--cycles", type=int, default=100, help="load/unload cycles for RSS")
     parser.add_argument("--load-reps", type=int, default=3)
     parser.add_argument("--models", nargs="+", default=list(models.BACKBONES))
@@ -281,6 +361,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if args.smoke:
         args.duration, args.warmup, args.cycles, args.load_reps = 0.5, 0.2, 2, 1
         args.concurrency = [1, 2]
+        args.batch_sizes = [2]
         args.models = ["mobilenet_v3_small"]
     return args
 

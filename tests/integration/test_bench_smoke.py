@@ -20,10 +20,16 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert ("limit", "jpeg1080") in stacks
     assert ("scorer", "json_batch8") in stacks
     assert ("reference", "jpeg1080") in stacks
+    assert ("limit-b2", "jpeg1080") in stacks  # the batched in-process limit
+    assert ("scorer-b1", "jpeg1080") in stacks  # batching off, beside the default
     assert all(r["errors"] == 0 for r in results["runs"])
     assert results["load"]["mobilenet_v3_small"]["best_s"] > 0
     assert results["load"]["cycles"]["cycles"] == 2
-    assert "http_vs_limit_throughput" in results["ratios"]["mobilenet_v3_small"]
+    ratios = results["ratios"]["mobilenet_v3_small"]
+    assert "http_vs_limit_throughput" in ratios
+    assert ratios["batched_limit"] == "limit-b2" and ratios["batching_on_vs_off_c2"] > 0
+    # absent only when no request finished in the smoke run's half second at concurrency 1
+    assert ratios.get("p99_over_p50_c1", 1.0) >= 1.0
     assert results["ping"]["idle"]["n"] > 0 and results["ping"]["idle"]["not_200"] == 0
     under_load = results["ping"]["mobilenet_v3_small under load"]
     assert under_load["n"] > 0 and under_load["not_200"] == 0
