@@ -127,6 +127,10 @@ def run_checks(settings: Settings, workdir: Path) -> Iterator[Check]:
         if name in settings.skip:
             yield Check(name, settings.on, status="skipped")
             continue
+        if name == "server" and shutil.which("java") is None:
+            note = "no Java here: Multi Model Server cannot start (the GPU machines lent here)"
+            yield Check(name, settings.on, status="skipped", note=note)
+            continue
         started = time.perf_counter()
         print(f"gpu-check: {name} ...", file=sys.stderr, flush=True)
         try:
@@ -164,7 +168,7 @@ def table(checks: list[Check]) -> str:
     for check in checks:
         on = "cpu" if check.on == "cpu" else check.on.split(" ", 1)[0]
         if check.status in ("skipped",) or not check.rows:
-            rows.append((check.name, check.status, on, "", ""))
+            rows.append((check.name, check.status, on, _clipped(check.note), ""))
         for item, value, verdict in check.rows:
             rows.append((check.name, item, on, _clipped(value), verdict))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]

@@ -12,10 +12,7 @@ import gc
 import os
 from typing import Any
 
-import mms  # type: ignore[import-untyped]
 import torch
-from mms.context import Context  # type: ignore[import-untyped]
-from mms.service import Service  # type: ignore[import-untyped]
 
 from bench import device_memory, oversize
 from bench.gpu_workbench import Check, Workbench, forward, median_ms
@@ -385,6 +382,10 @@ def _mms_call(service: HandlerService, requests: list[tuple[bytes, str]]) -> lis
         }
         for i, (body, ctype) in enumerate(requests)
     ]
+    import mms  # type: ignore[import-untyped]  # MMS's Python side: carried where not installed
+    from mms.context import Context  # type: ignore[import-untyped]
+    from mms.service import Service  # type: ignore[import-untyped]
+
     processors, data, ids = Service.retrieve_data_for_inference(batch)
     context = Context(
         service.model_name, str(service.model_dir), None, len(batch), None, mms.__version__
