@@ -79,6 +79,9 @@ METRICS_NAMESPACE = "SCORER_METRICS_NAMESPACE"  # their CloudWatch namespace
 EMF_INTERVAL_SECONDS = "SCORER_EMF_INTERVAL_SECONDS"  # how often they are written
 
 SAGEMAKER_PAYLOAD_LIMIT = 6 * 1024 * 1024  # InvokeEndpoint Body maximum (botocore model)
+BATCH_STRATEGIES = ("MULTI_RECORD", "SINGLE_RECORD")  # SAGEMAKER_BATCH_STRATEGY's values
+DEFAULT_TIMEOUT_SECONDS = 60  # one invocation, real-time
+DEFAULT_BATCH_TIMEOUT_SECONDS = 600  # a transform job's InvocationsTimeoutInSeconds default
 DEFAULT_MAX_BATCH_SIZE = 8  # requests per forward pass; bench/README.md has the measurement
 DEFAULT_MAX_BATCH_DELAY_MS = 5  # MMS waits this long for a batch to fill
 DEFAULT_METRICS_NAMESPACE = "scorer"
@@ -211,20 +214,38 @@ def _max_request_size(environ: Mapping[str, str]) -> int:
     size = _int(environ, MAX_REQUEST_SIZE, None, minimum=1)
     if size is not None:
         return size
-    megabytes = _int(environ, MAX_PAYLOAD_IN_MB, None, minimum=1, maximum=JAVA_INT_MAX >> 20)
+    megabytes = _int(environ, MAX_PAYLOAD_IN_MB, None, minimum=0, maximum=JAVA_INT_MAX >> 20)
+    if megabytes == 0:  # a transform job's MaxPayloadInMB=0: chunked, no size limit
+        return JAVA_INT_MAX
     if megabytes is not None:
         return megabytes * 1024 * 1024
     return SAGEMAKER_PAYLOAD_LIMIT
 
 
-def _timeout_seconds(environ: Mapping[str, str]) -> int:
+def _batch_strategy(environ: Mapping[str, str]) -> str:
+    """``MULTI_RECORD`` or ``SINGLE_RECORD``; the API's spellings (``MultiRecord``) too."""
+    raw = (environ.get(BATCH_STRATEGY) or "").strip()
+    if not raw:
+        return BATCH_STRATEGIES[0]
+    value = re.sub(r"(?<=[a-z])(?=[A-Z])", "_", raw).upper()
+    if value not in BATCH_STRATEGIES:
+        raise ConfigError(
+            f"{BATCH_STRATEGY} must be MULTI_RECORD or SINGLE_RECORD "
+            f"(or MultiRecord, SingleRecord), got {raw!r}"
+        )
+    return value
+
+
+def _timeout_seconds(environ: Mapping[str, str], batch: bool) -> int:
     # The toolkit's SAGEMAKER_MODEL_SERVER_TIMEOUT ends up in MMS's default_response_timeout,
     # which MMS reads as *minutes* (aws/sagemaker-inference-toolkit#99). scorer reads it as
     # seconds, as the SageMaker documentation describes it; the explicit _SECONDS name wins.
+    # A transform job (SAGEMAKER_BATCH) waits 600 s per call by default, so scorer does too.
     limit = JAVA_INT_MAX // 2  # MMS adds the load bound's margin to the larger of the two
+    default = DEFAULT_BATCH_TIMEOUT_SECONDS if batch else DEFAULT_TIMEOUT_SECONDS
     seconds = _int(environ, MODEL_SERVER_TIMEOUT_SECONDS, None, minimum=1, maximum=limit)
     if seconds is None:
-        seconds = _required_int(environ, MODEL_SERVER_TIMEOUT, 60, 1, limit)
+        seconds = _required_int(environ, MODEL_SERVER_TIMEOUT, default, 1, limit)
     return seconds
 
 
@@ -269,14 +290,16 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
     run_dir = Path(env.get(RUN_DIR) or "/tmp/scorer")
     startup = _required_int(env, STARTUP_TIMEOUT, 600, 1, JAVA_INT_MAX)
     load_timeout = _required_int(env, MODEL_LOAD_TIMEOUT, 300, 1, JAVA_INT_MAX // 2)
-    concurrent = _required_int(env, MAX_CONCURRENT_TRANSFORMS, 1, 1, JAVA_INT_MAX)
-    payload_mb = _required_int(env, MAX_PAYLOAD_IN_MB, 6, 1, JAVA_INT_MAX >> 20)
+    # 0 is the API's "not set" (the platform then asks /execution-parameters): 1
+    concurrent = _required_int(env, MAX_CONCURRENT_TRANSFORMS, 1, 0, JAVA_INT_MAX) or 1
+    payload_mb = _required_int(env, MAX_PAYLOAD_IN_MB, 6, 0, JAVA_INT_MAX >> 20)
+    batch = _bool(env, BATCH, False)
     return ServerConfig(
         multi_model=_bool(env, MULTI_MODEL, False),
         port=port,
         safe_port_range=_port_range(env),
         workers=_int(env, MODEL_SERVER_WORKERS, None, minimum=1),
-        timeout_seconds=_timeout_seconds(env),
+        timeout_seconds=_timeout_seconds(env, batch),
         load_timeout_seconds=load_timeout,
         startup_timeout_seconds=startup,
         vmargs=env.get(MODEL_SERVER_VMARGS, "-XX:-UseContainerSupport -XX:+UseG1GC"),
@@ -296,8 +319,8 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         worker_memory_limit=_memory_limit(env),
         worker_zygote=_bool(env, WORKER_ZYGOTE, True),
         pip_args=tuple(env.get(PIP_ARGS, "").split()),
-        batch=_bool(env, BATCH, False),
-        batch_strategy=env.get(BATCH_STRATEGY, "MULTI_RECORD"),
+        batch=batch,
+        batch_strategy=_batch_strategy(env),
         max_concurrent_transforms=concurrent,
         max_payload_in_mb=payload_mb,
         max_batch_size=_required_int(env, MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_SIZE, 1, 1024),

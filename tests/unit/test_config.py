@@ -121,6 +121,56 @@ def test_blank_timeout_seconds_falls_back_to_the_toolkit_name() -> None:
     assert config.timeout_seconds == 45
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("MULTI_RECORD", "MULTI_RECORD"),
+        ("SINGLE_RECORD", "SINGLE_RECORD"),
+        ("MultiRecord", "MULTI_RECORD"),
+        ("SingleRecord", "SINGLE_RECORD"),
+        (" single_record ", "SINGLE_RECORD"),
+        ("", "MULTI_RECORD"),
+    ],
+)
+def test_batch_strategy_takes_both_spellings(raw: str, expected: str) -> None:
+    assert load_config({cfg.BATCH_STRATEGY: raw}).batch_strategy == expected
+
+
+def test_a_transform_job_waits_600_seconds_per_call_by_default() -> None:
+    assert load_config({cfg.BATCH: "true"}).timeout_seconds == 600
+    assert load_config({cfg.BATCH: "false"}).timeout_seconds == 60
+    assert load_config({cfg.BATCH: "true", cfg.MODEL_SERVER_TIMEOUT: "90"}).timeout_seconds == 90
+
+
+def test_batch_payload_limit_sets_the_request_size() -> None:
+    config = load_config({cfg.BATCH: "true", cfg.MAX_PAYLOAD_IN_MB: "20"})
+    assert config.max_request_size == 20 * 1024 * 1024
+    assert config.max_payload_in_mb == 20
+
+
+def test_payload_of_zero_megabytes_is_chunked_without_a_limit() -> None:
+    config = load_config({cfg.MAX_PAYLOAD_IN_MB: "0", cfg.MAX_CONCURRENT_TRANSFORMS: "0"})
+    assert config.max_payload_in_mb == 0
+    assert config.max_request_size == cfg.JAVA_INT_MAX
+    assert config.max_concurrent_transforms == 1  # 0: not set
+    assert load_config(to_environ(config)) == config
+
+
+def test_batch_settings_round_trip() -> None:
+    config = load_config(
+        {
+            cfg.BATCH: "true",
+            cfg.BATCH_STRATEGY: "SingleRecord",
+            cfg.MAX_PAYLOAD_IN_MB: "3",
+            cfg.MAX_CONCURRENT_TRANSFORMS: "4",
+        }
+    )
+    assert (config.batch, config.batch_strategy) == (True, "SINGLE_RECORD")
+    assert (config.max_payload_in_mb, config.max_concurrent_transforms) == (3, 4)
+    assert (config.timeout_seconds, config.max_request_size) == (600, 3 * 1024 * 1024)
+    assert load_config(to_environ(config)) == config
+
+
 def test_max_request_size_in_bytes_wins_over_megabytes() -> None:
     config = load_config({cfg.MAX_REQUEST_SIZE: "12345", cfg.MAX_PAYLOAD_IN_MB: "50"})
     assert config.max_request_size == 12345
@@ -154,8 +204,9 @@ def test_empty_paths_fall_back_to_defaults() -> None:
         ({cfg.MAX_REQUEST_SIZE: "6MB"}, "integer"),
         ({cfg.MAX_REQUEST_SIZE: "0"}, ">= 1"),
         ({cfg.MAX_PAYLOAD_IN_MB: "lots"}, "integer"),
-        ({cfg.MAX_PAYLOAD_IN_MB: "0"}, ">= 1"),
-        ({cfg.MAX_CONCURRENT_TRANSFORMS: "0"}, ">= 1"),
+        ({cfg.MAX_PAYLOAD_IN_MB: "-1"}, ">= 0"),
+        ({cfg.MAX_CONCURRENT_TRANSFORMS: "-1"}, ">= 0"),
+        ({cfg.BATCH_STRATEGY: "EVERYTHING"}, "MULTI_RECORD or SINGLE_RECORD"),
         ({cfg.THREADS_PER_WORKER: "0"}, ">= 1"),
         ({cfg.SAFE_PORT_RANGE: "9000"}, "XXXX-YYYY"),
         ({cfg.SAFE_PORT_RANGE: "9000-"}, "XXXX-YYYY"),
