@@ -234,6 +234,22 @@ def validate(source: Path, allow_pickle: bool) -> None:
     help="Hot reload: when the model's files (code/, weights) or a prefix's archives change, "
     "load the model again without a restart [env SCORER_LOCAL_WATCH].",
 )
+@click.option(
+    "--async-output-path",
+    help="Accept InvokeEndpointAsync (single model) and write results under this "
+    "s3://bucket/prefix/ (AsyncInferenceConfig S3OutputPath) "
+    "[env SCORER_LOCAL_ASYNC_OUTPUT_PATH].",
+)
+@click.option(
+    "--async-failure-path",
+    help="Where async errors are written, s3://bucket/prefix/ (S3FailurePath) "
+    "[default: the output path; env SCORER_LOCAL_ASYNC_FAILURE_PATH].",
+)
+@click.option(
+    "--async-max-concurrency",
+    type=click.IntRange(1, 1000),
+    help="Async invocations run at once (MaxConcurrentInvocationsPerInstance) [default 4].",
+)
 def local(**options: object) -> None:
     """Run a local SageMaker Runtime (InvokeEndpoint) in front of the model server."""
     from scorer.local.runner import run_local

@@ -71,6 +71,9 @@ LOCAL_BIND = "SCORER_LOCAL_BIND"
 LOCAL_PORT = "SCORER_LOCAL_PORT"
 LOCAL_MODEL_SERVER_URL = "SCORER_LOCAL_MODEL_SERVER_URL"
 LOCAL_WATCH = "SCORER_LOCAL_WATCH"  # hot reload: re-register models whose files change
+LOCAL_ASYNC_OUTPUT_PATH = "SCORER_LOCAL_ASYNC_OUTPUT_PATH"  # s3://b/p/: async results
+LOCAL_ASYNC_FAILURE_PATH = "SCORER_LOCAL_ASYNC_FAILURE_PATH"  # s3://b/p/: async errors
+LOCAL_ASYNC_MAX_CONCURRENCY = "SCORER_LOCAL_ASYNC_MAX_CONCURRENCY"  # async calls at once
 
 # --- metrics (the first is prometheus_client's name, set by scorer for MMS's workers) -----
 PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # where each worker writes its metrics

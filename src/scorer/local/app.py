@@ -38,6 +38,7 @@ from scorer.errors import ModelServerTimeoutError, ScorerError
 from scorer.frontend.backend import ModelBackend, ModelServerEndpoint
 from scorer.frontend.emf import emf_reporting
 from scorer.frontend.metrics import metrics_route
+from scorer.local.asynchronous import ASYNC_INVOKE_TIMEOUT_SECONDS, AsyncInference
 from scorer.local.errors import (
     ERROR_TYPE_HEADER,
     ServiceError,
@@ -54,7 +55,12 @@ from scorer.local.reload import ModelVersions
 from scorer.local.settings import LocalSettings
 from scorer.local.watch import FileWatcher
 from scorer.metrics.emf import EmfSettings
-from scorer.modelserver.client import CONTENT_TYPE, CUSTOM_ATTRIBUTES, Invocation
+from scorer.modelserver.client import (
+    CONTENT_TYPE,
+    CUSTOM_ATTRIBUTES,
+    Invocation,
+    ModelServerClient,
+)
 
 logger = logging.getLogger("scorer.local")
 
@@ -77,11 +83,15 @@ class _Invoker:
         self.versions = versions
         self.log_hint = backend.endpoint.log_hint
 
-    async def _forward(self, invocation: Invocation) -> httpx.Response:
+    async def _forward(
+        self, invocation: Invocation, client: ModelServerClient | None = None
+    ) -> httpx.Response:
         if self.versions is None:
+            if client is not None and invocation.target_model is None:
+                return await client.invoke("/invocations", invocation)
             return await self.backend.invoke(invocation, invocation.target_model)
         async with self.versions.use() as name:  # hot reload: the version serving now
-            return await self.backend.client.invoke_model(name, invocation)
+            return await (client or self.backend.client).invoke_model(name, invocation)
 
     def _error(self, error: ServiceError, request_id: str) -> Response:
         headers = {ERROR_TYPE_HEADER: error.code, REQUEST_ID: request_id}
@@ -225,6 +235,25 @@ def create_app(
         endpoint, cache if settings.multi_model else None, settings.invoke_timeout_seconds
     )
     invoker = _Invoker(settings, backend, versions)
+    async_client: list[ModelServerClient] = []  # async calls may take up to an hour
+
+    async def invoke_async(invocation: Invocation) -> httpx.Response:
+        return await invoker._forward(invocation, async_client[0])
+
+    asynchronous = AsyncInference(settings, invoke_async)
+
+    @contextlib.asynccontextmanager
+    async def async_inference() -> AsyncIterator[None]:
+        if settings.async_output_path is None:
+            yield
+            return
+        client = ModelServerClient(endpoint.url, invoke_timeout_s=ASYNC_INVOKE_TIMEOUT_SECONDS)
+        async_client.append(client)
+        try:
+            yield
+        finally:
+            await asynchronous.aclose()
+            await client.aclose()
 
     @contextlib.asynccontextmanager
     async def hot_reload() -> AsyncIterator[None]:
@@ -246,12 +275,18 @@ def create_app(
             backend.lifespan(),
             emf_reporting(endpoint, backend.cache, emf),
             hot_reload(),
+            async_inference(),
         ):
             yield {}
 
     app = Starlette(
         routes=[
             Route("/endpoints/{endpoint_name}/invocations", invoker.invoke, methods=["POST"]),
+            Route(
+                "/endpoints/{endpoint_name}/async-invocations",
+                asynchronous.accept,
+                methods=["POST"],
+            ),
             Route("/ping", _ping, methods=["GET"]),
             _stats_route(backend.cache, versions),
             metrics_route(endpoint, backend.cache),
@@ -261,4 +296,5 @@ def create_app(
     )
     app.state.settings = settings
     app.state.cache = backend.cache
+    app.state.asynchronous = asynchronous
     return app

@@ -46,7 +46,7 @@ def _disconnected() -> ServiceError:
     return validation_error("The client closed the connection before the body was read.")
 
 
-def _check_header(name: str, value: str | None, limit: int) -> None:
+def check_header(name: str, value: str | None, limit: int) -> None:
     if value is None:
         return
     if len(value) > limit:
@@ -83,9 +83,9 @@ async def read_invocation(
             f"(its only variant is {settings.variant_name})."
         )
     custom_attributes = headers.get(CUSTOM_ATTRIBUTES)
-    _check_header("CustomAttributes", custom_attributes, MAX_CUSTOM_ATTRIBUTES)
+    check_header("CustomAttributes", custom_attributes, MAX_CUSTOM_ATTRIBUTES)
     inference_id = headers.get(INFERENCE_ID)
-    _check_header("InferenceId", inference_id, MAX_INFERENCE_ID)
+    check_header("InferenceId", inference_id, MAX_INFERENCE_ID)
     body = await read_body(
         request, settings.max_payload_bytes, _payload_too_large, _disconnected
     )

@@ -398,7 +398,17 @@ _CACHE_OPTIONS = {
     "load_wait": "load_wait_seconds",
     "cache_dir": "cache_dir",
 }
-_OPTIONS = ("port", "bind", "endpoint_name", "model_dir", "run_dir", "model_server_url")
+_OPTIONS = (
+    "port",
+    "bind",
+    "endpoint_name",
+    "model_dir",
+    "run_dir",
+    "model_server_url",
+    "async_output_path",
+    "async_failure_path",
+    "async_max_concurrency",
+)
 _FLAGS = ("watch",)  # given only when set (an absent flag leaves the environment's value)
 
 
@@ -446,6 +456,8 @@ def run_local(environ: Mapping[str, str], options: Mapping[str, object]) -> int:
         )
         if settings.watch:
             kind += "; watching it: a saved change loads the model again"
+        if settings.async_output_path:
+            kind += f"; asynchronous inference writes to {settings.async_output_path}"
         print(
             f"\nscorer local: endpoint {settings.endpoint_name!r} is ready at {url} "
             f"({kind}).\nInvoke it with:\n\n"

@@ -10,6 +10,13 @@ Environment variables (the ``scorer local`` options override them):
                                     ``model-server`` service) instead of starting one
 ``SCORER_LOCAL_WATCH``              ``true``: hot reload (``--watch``,
                                     :mod:`scorer.local.reload`)
+``SCORER_LOCAL_ASYNC_OUTPUT_PATH``  ``s3://bucket/prefix/``: accept InvokeEndpointAsync and
+                                    write its results there (AsyncInferenceConfig's
+                                    ``S3OutputPath``; :mod:`scorer.local.asynchronous`)
+``SCORER_LOCAL_ASYNC_FAILURE_PATH`` where its errors go (``S3FailurePath``; default: the
+                                    output path)
+``SCORER_LOCAL_ASYNC_MAX_CONCURRENCY``  async invocations run at once
+                                    (``MaxConcurrentInvocationsPerInstance``; default 4)
 ==================================  =======================================================
 
 The model cache's own variables (``SCORER_MODEL_PREFIX``, ``SCORER_CACHE_*``) are read by
@@ -25,6 +32,9 @@ from pathlib import Path
 
 from scorer.cache.settings import CacheSettings, load_cache_settings
 from scorer.config import CACHE_DIR, SAGEMAKER_PAYLOAD_LIMIT
+from scorer.config import LOCAL_ASYNC_FAILURE_PATH as ASYNC_FAILURE_PATH
+from scorer.config import LOCAL_ASYNC_MAX_CONCURRENCY as ASYNC_MAX_CONCURRENCY
+from scorer.config import LOCAL_ASYNC_OUTPUT_PATH as ASYNC_OUTPUT_PATH
 from scorer.config import LOCAL_BIND as BIND
 from scorer.config import LOCAL_ENDPOINT_NAME as ENDPOINT_NAME
 from scorer.config import LOCAL_MODEL_SERVER_URL as MODEL_SERVER_URL
@@ -38,6 +48,8 @@ DEFAULT_VARIANT = "AllTraffic"
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "us-east-1"
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_S3_PATH = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+DEFAULT_ASYNC_MAX_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,12 @@ class LocalSettings:
             by the emulator gets its cache under ``run_dir``).
         watch: hot reload: watch the model directory (or archive), or a directory model
             prefix, and load what changes again (:mod:`scorer.local.reload`).
+        async_output_path: asynchronous inference: the ``s3://`` prefix results are
+            written under (None: InvokeEndpointAsync is refused, as on an endpoint
+            without AsyncInferenceConfig).
+        async_failure_path: the ``s3://`` prefix errors are written under (None: the
+            output path).
+        async_max_concurrency: async invocations run at once; the rest wait their turn.
     """
 
     endpoint_name: str = DEFAULT_ENDPOINT_NAME
@@ -75,6 +93,9 @@ class LocalSettings:
     run_dir: Path | None = None
     cache_dir_set: bool = False
     watch: bool = False
+    async_output_path: str | None = None
+    async_failure_path: str | None = None
+    async_max_concurrency: int = DEFAULT_ASYNC_MAX_CONCURRENCY
 
     def __post_init__(self) -> None:
         if not _ENDPOINT_NAME.match(self.endpoint_name):
@@ -98,6 +119,23 @@ class LocalSettings:
             raise ConfigError(
                 "--watch on a single model needs the model server the emulator starts "
                 "(not --model-server-url)"
+            )
+        for option, path in (
+            ("--async-output-path", self.async_output_path),
+            ("--async-failure-path", self.async_failure_path),
+        ):
+            if path is not None and not _S3_PATH.match(path):
+                raise ConfigError(f"{option} must be an s3://bucket/prefix/ path, got {path!r}")
+        if self.async_failure_path is not None and self.async_output_path is None:
+            raise ConfigError("--async-failure-path needs --async-output-path")
+        if self.async_output_path is not None and self.multi_model:
+            raise ConfigError(
+                "asynchronous inference is not supported on a multi-model endpoint "
+                "(as in SageMaker): give --model-dir, not --model-prefix"
+            )
+        if not 1 <= self.async_max_concurrency <= 1000:
+            raise ConfigError(
+                f"--async-max-concurrency must be 1 to 1000, got {self.async_max_concurrency}"
             )
 
     @property
@@ -159,7 +197,17 @@ def load_local_settings(
         "port": port,
         "model_server_url": (environ.get(MODEL_SERVER_URL) or "").strip() or None,
         "watch": _flag(environ, WATCH),
+        "async_output_path": (environ.get(ASYNC_OUTPUT_PATH) or "").strip() or None,
+        "async_failure_path": (environ.get(ASYNC_FAILURE_PATH) or "").strip() or None,
     }
+    concurrency_raw = (environ.get(ASYNC_MAX_CONCURRENCY) or "").strip()
+    if concurrency_raw:
+        try:
+            values["async_max_concurrency"] = int(concurrency_raw)
+        except ValueError:
+            raise ConfigError(
+                f"{ASYNC_MAX_CONCURRENCY} must be an integer, got {concurrency_raw!r}"
+            ) from None
     values.update(overrides)
     values["cache_dir_set"] = bool(environ.get(CACHE_DIR)) or "cache_dir" in cache_fields
     if values.get("model_dir") is not None and "model_prefix" not in cache_fields:

@@ -1,0 +1,214 @@
+"""scorer.local.asynchronous without a model server: what InvokeEndpointAsync accepts and
+refuses, where results and failures go (an in-memory S3), and the settings it needs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from scorer.cache.settings import CacheSettings
+from scorer.errors import ConfigError
+from scorer.local.asynchronous import AsyncInference
+from scorer.local.settings import LocalSettings, load_local_settings
+from scorer.modelserver.client import Invocation
+
+OUTPUT = "s3://bucket/out/"
+
+
+class FakeS3:
+    """put_object/get_object on a dict, as boto3's S3 client answers them."""
+
+    def __init__(self, objects: Mapping[str, bytes] | None = None) -> None:
+        self.objects = dict(objects or {})
+        self.types: dict[str, str] = {}
+
+    def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+        if f"{Bucket}/{Key}" not in self.objects:
+            raise KeyError(f"NoSuchKey: {Key}")
+        return {"Body": _Body(self.objects[f"{Bucket}/{Key}"])}
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str) -> None:  # noqa: N803
+        self.objects[f"{Bucket}/{Key}"] = Body
+        self.types[f"{Bucket}/{Key}"] = ContentType
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def read(self) -> bytes:
+        return self.data
+
+
+def settings(**changes: Any) -> LocalSettings:
+    values: dict[str, Any] = {
+        "endpoint_name": "e",
+        "model_dir": Path("model"),
+        "async_output_path": OUTPUT,
+        **changes,
+    }
+    return LocalSettings(**values)
+
+
+async def _echo(invocation: Invocation) -> httpx.Response:
+    if invocation.body == b"bad":
+        return httpx.Response(400, json={"type": "BadRequestError", "message": "not an image"})
+    answer = {"got": invocation.body.decode(), "type": invocation.content_type}
+    return httpx.Response(200, json=answer)
+
+
+def call(
+    local: LocalSettings, headers: dict[str, str], body: bytes = b"", s3: FakeS3 | None = None
+) -> tuple[httpx.Response, FakeS3]:
+    """One async call through the app, run until its background work is done."""
+    store = s3 or FakeS3()
+    asynchronous = AsyncInference(local, _echo, lambda: store)
+    app = Starlette(
+        routes=[Route("/endpoints/{endpoint_name}/async-invocations", asynchronous.accept,
+                      methods=["POST"])]
+    )  # fmt: skip
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://local") as client:
+            response = await client.post(
+                "/endpoints/e/async-invocations", content=body, headers=headers
+            )
+        await asynchronous.wait_idle()
+        return response
+
+    return asyncio.run(run()), store
+
+
+def test_accepted_202_with_locations_and_the_answer_written() -> None:
+    response, s3 = call(
+        settings(),
+        {"X-Amzn-SageMaker-Content-Type": "text/plain", "X-Amzn-SageMaker-Inference-Id": "i-1"},
+        b"hello",
+    )
+    assert response.status_code == 202
+    assert response.json() == {"InferenceId": "i-1"}
+    assert response.headers["X-Amzn-SageMaker-OutputLocation"] == f"{OUTPUT}i-1.out"
+    assert response.headers["X-Amzn-SageMaker-FailureLocation"] == f"{OUTPUT}i-1-error.out"
+    assert json.loads(s3.objects["bucket/out/i-1.out"]) == {"got": "hello", "type": "text/plain"}
+    assert s3.types["bucket/out/i-1.out"] == "application/json"
+    assert "bucket/out/i-1-error.out" not in s3.objects
+
+
+def test_input_is_read_from_s3_and_a_model_error_goes_to_the_failure_path() -> None:
+    store = FakeS3({"in/bad.png": b"bad"})
+    response, s3 = call(
+        settings(async_failure_path="s3://bucket/failed"),
+        {"X-Amzn-SageMaker-InputLocation": "s3://in/bad.png", "X-Amzn-SageMaker-Inference-Id": "b"},
+        s3=store,
+    )
+    assert response.headers["X-Amzn-SageMaker-FailureLocation"] == "s3://bucket/failed/b-error.out"
+    assert json.loads(s3.objects["bucket/failed/b-error.out"])["type"] == "BadRequestError"
+    assert "bucket/out/b.out" not in s3.objects
+
+
+def test_a_missing_input_is_written_as_a_failure() -> None:
+    response, s3 = call(
+        settings(),
+        {"X-Amzn-SageMaker-InputLocation": "s3://in/gone", "X-Amzn-SageMaker-Inference-Id": "g"},
+    )
+    assert response.status_code == 202
+    failure = s3.objects["bucket/out/g-error.out"].decode()
+    assert failure.startswith("Failed to download the input from s3://in/gone")
+
+
+@pytest.mark.parametrize(
+    ("local", "headers", "body", "needle"),
+    [
+        (settings(endpoint_name="other"), {}, b"x", "Endpoint e of account"),
+        (settings(async_output_path=None), {}, b"x", "not configured for asynchronous"),
+        (
+            LocalSettings(endpoint_name="e", cache=CacheSettings(model_prefix="s3://b/m/")),
+            {},
+            b"x",
+            "not supported on multi-model endpoints",
+        ),
+        (settings(), {}, b"", "InputLocation or Body is required"),
+        (
+            settings(),
+            {"X-Amzn-SageMaker-InputLocation": "s3://b/k"},
+            b"x",
+            "either InputLocation or Body",
+        ),
+        (
+            settings(),
+            {"X-Amzn-SageMaker-InputLocation": "https://b/k"},
+            b"",
+            "s3:// only",
+        ),
+        (settings(), {"X-Amzn-SageMaker-InputLocation": "ftp://b/k"}, b"", "s3:// or https://"),
+        (settings(), {"X-Amzn-SageMaker-RequestTTLSeconds": "59"}, b"x", "between 60 and 21600"),
+        (
+            settings(),
+            {"X-Amzn-SageMaker-InvocationTimeoutSeconds": "3601"},
+            b"x",
+            "between 1 and 3600",
+        ),
+        (settings(), {"X-Amzn-SageMaker-Filename": "a.b.c"}, b"x", "at most one dot"),
+        (
+            settings(),
+            {"X-Amzn-SageMaker-S3OutputPathExtension": "s3://x"},
+            b"x",
+            "must not start with s3:",
+        ),
+        (settings(), {}, b"x" * 128_001, "at most 128000 bytes"),
+    ],
+)
+def test_refused_as_validation_errors(
+    local: LocalSettings, headers: dict[str, str], body: bytes, needle: str
+) -> None:
+    response, s3 = call(local, headers, body)
+    assert response.status_code == 400
+    assert response.headers["x-amzn-ErrorType"] == "ValidationError"
+    assert needle in response.json()["message"]
+    assert s3.objects == {}
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        ({"async_output_path": "out/"}, "s3://bucket/prefix/"),
+        (
+            {"async_output_path": None, "async_failure_path": "s3://bucket/f/"},
+            "needs --async-output",
+        ),
+        ({"async_max_concurrency": 0}, "1 to 1000"),
+    ],
+)
+def test_settings_refuse_what_cannot_work(values: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        settings(**values)
+
+
+def test_async_on_a_multi_model_endpoint_is_refused_at_start_up() -> None:
+    with pytest.raises(ConfigError, match="not supported on a multi-model endpoint"):
+        load_local_settings(
+            {"SCORER_LOCAL_ASYNC_OUTPUT_PATH": OUTPUT}, {"model_prefix": "s3://b/models/"}
+        )
+
+
+def test_settings_from_the_environment() -> None:
+    local = load_local_settings(
+        {
+            "SCORER_LOCAL_ASYNC_OUTPUT_PATH": OUTPUT,
+            "SCORER_LOCAL_ASYNC_FAILURE_PATH": "s3://bucket/failed/",
+            "SCORER_LOCAL_ASYNC_MAX_CONCURRENCY": "2",
+        },
+        {"model_dir": Path("model")},
+    )
+    assert local.async_output_path == OUTPUT
+    assert local.async_failure_path == "s3://bucket/failed/"
+    assert local.async_max_concurrency == 2
