@@ -148,7 +148,8 @@ def endpoint_alarms(scope: Construct, settings: EndpointSettings) -> EndpointAla
                 "their model loaded (instances too small or too few for the working set)",
             )
         )
-    if settings.instance.hardware is Hardware.GPU:
+    instance = settings.instance
+    if instance is not None and instance.hardware is Hardware.GPU:
         created.append(
             alarm(
                 "GpuMemoryAlarm",

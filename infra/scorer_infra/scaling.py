@@ -9,6 +9,7 @@ uses its service-linked role for SageMaker endpoints.
 from __future__ import annotations
 
 from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
 from scorer_infra.settings import EndpointSettings
@@ -56,3 +57,152 @@ def variant_scaling(
         ),
     )
     return target, policy
+
+
+PROVISIONED_CONCURRENCY_DIMENSION = "sagemaker:variant:DesiredProvisionedConcurrency"
+PROVISIONED_CONCURRENCY_METRIC = "SageMakerVariantProvisionedConcurrencyUtilization"
+COPY_COUNT_DIMENSION = "sagemaker:inference-component:DesiredCopyCount"
+INVOCATIONS_PER_COPY_METRIC = "SageMakerInferenceComponentInvocationsPerCopy"
+#: what a component at zero copies reports when a request finds no copy (AWS/SageMaker,
+#: dimension InferenceComponentName); its alarm drives the step policy that wakes it
+NO_CAPACITY_METRIC = "NoCapacityInvocationFailures"
+
+
+def _target_tracking(
+    scope: Construct,
+    construct_id: str,
+    *,
+    name: str,
+    target: appscaling.CfnScalableTarget,
+    metric: str,
+    value: float,
+    settings: EndpointSettings,
+) -> appscaling.CfnScalingPolicy:
+    scaling = settings.scaling
+    return appscaling.CfnScalingPolicy(
+        scope,
+        construct_id,
+        policy_name=name,
+        policy_type="TargetTrackingScaling",
+        scaling_target_id=target.ref,
+        target_tracking_scaling_policy_configuration=(
+            appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
+                target_value=value,
+                predefined_metric_specification=(
+                    appscaling.CfnScalingPolicy.PredefinedMetricSpecificationProperty(
+                        predefined_metric_type=metric
+                    )
+                ),
+                scale_in_cooldown=scaling.scale_in_cooldown_seconds,
+                scale_out_cooldown=scaling.scale_out_cooldown_seconds,
+            )
+        ),
+    )
+
+
+def provisioned_concurrency_scaling(
+    scope: Construct, settings: EndpointSettings
+) -> tuple[appscaling.CfnScalableTarget, appscaling.CfnScalingPolicy]:
+    """Serverless: scale provisioned concurrency on its utilization (a ratio)."""
+    serverless = settings.serverless
+    low, high = serverless.provisioned_bounds
+    target = appscaling.CfnScalableTarget(
+        scope,
+        "ScalableTarget",
+        service_namespace="sagemaker",
+        scalable_dimension=PROVISIONED_CONCURRENCY_DIMENSION,
+        resource_id=variant_resource_id(settings.endpoint_name, settings.variant_name),
+        min_capacity=low,
+        max_capacity=high,
+    )
+    policy = _target_tracking(
+        scope,
+        "ScalingPolicy",
+        name=f"{settings.endpoint_name}-provisioned-concurrency-utilization",
+        target=target,
+        metric=PROVISIONED_CONCURRENCY_METRIC,
+        value=serverless.utilization,
+        settings=settings,
+    )
+    return target, policy
+
+
+def component_resource_id(component_name: str) -> str:
+    """The Application Auto Scaling resource id of an inference component."""
+    return f"inference-component/{component_name}"
+
+
+def component_scaling(
+    scope: Construct, construct_id: str, settings: EndpointSettings, component_name: str
+) -> tuple[appscaling.CfnScalableTarget, list[Construct]]:
+    """Scale one component's copies on invocations per copy; wake it from zero by a step.
+
+    With ``ic_min_instances=0`` the component may scale to zero copies (MinCapacity 0), and
+    target tracking cannot scale out from zero, so a step policy adds one copy when its
+    ``NoCapacityInvocationFailures`` alarm fires (SageMaker developer guide, "Scale an
+    endpoint to zero instances").
+    """
+    ic = settings.inference_components
+    low, high = ic.copy_bounds
+    target = appscaling.CfnScalableTarget(
+        scope,
+        f"{construct_id}ScalableTarget",
+        service_namespace="sagemaker",
+        scalable_dimension=COPY_COUNT_DIMENSION,
+        resource_id=component_resource_id(component_name),
+        min_capacity=0 if ic.scales_to_zero else low,
+        max_capacity=high,
+    )
+    created: list[Construct] = [
+        _target_tracking(
+            scope,
+            f"{construct_id}ScalingPolicy",
+            name=f"{component_name}-invocations-per-copy",
+            target=target,
+            metric=INVOCATIONS_PER_COPY_METRIC,
+            value=ic.target_invocations,
+            settings=settings,
+        )
+    ]
+    if ic.scales_to_zero:
+        wake = appscaling.CfnScalingPolicy(
+            scope,
+            f"{construct_id}WakePolicy",
+            policy_name=f"{component_name}-wake-from-zero",
+            policy_type="StepScaling",
+            scaling_target_id=target.ref,
+            step_scaling_policy_configuration=(
+                appscaling.CfnScalingPolicy.StepScalingPolicyConfigurationProperty(
+                    adjustment_type="ChangeInCapacity",
+                    metric_aggregation_type="Maximum",
+                    cooldown=settings.scaling.scale_out_cooldown_seconds,
+                    step_adjustments=[
+                        appscaling.CfnScalingPolicy.StepAdjustmentProperty(
+                            metric_interval_lower_bound=0, scaling_adjustment=1
+                        )
+                    ],
+                )
+            ),
+        )
+        alarm = cloudwatch.CfnAlarm(
+            scope,
+            f"{construct_id}WakeAlarm",
+            alarm_name=f"{component_name}-no-capacity",
+            alarm_description=f"{component_name} has no copy for a request: add one",
+            namespace="AWS/SageMaker",
+            metric_name=NO_CAPACITY_METRIC,
+            dimensions=[
+                cloudwatch.CfnAlarm.DimensionProperty(
+                    name="InferenceComponentName", value=component_name
+                )
+            ],
+            statistic="Maximum",
+            period=60,
+            evaluation_periods=1,
+            threshold=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[wake.ref],
+        )
+        created += [wake, alarm]
+    return target, created

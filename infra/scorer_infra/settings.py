@@ -17,6 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from scorer_infra import container_env, emf_metrics
+from scorer_infra.hosting import (
+    InferenceComponentSettings,
+    ServerlessSettings,
+    check_component_archives,
+)
 from scorer_infra.image import EcrImage, default_ecr_image, parse_ecr_image_uri, read_image_detail
 from scorer_infra.instance_types import Hardware, InstanceType, parse_instance_type
 from scorer_infra.s3_location import S3Prefix, parse_s3_prefix
@@ -33,11 +38,21 @@ class Mode(enum.Enum):
     CPU_MULTI_MODEL = "cpu-multi-model"
     #: single-model endpoint whose container loads models from the prefix itself.
     GPU_SELF_MANAGED = "gpu-self-managed"
+    #: serverless endpoint (ServerlessConfig, no instances), the container's own cache
+    SERVERLESS = "serverless"
+    #: one inference component per model archive, each served through the single-model
+    #: contract, on instances SageMaker scales (ManagedInstanceScaling)
+    INFERENCE_COMPONENTS = "inference-components"
+
+
+#: modes whose container loads models from the prefix itself (SCORER_MODEL_PREFIX)
+SELF_MANAGED_MODES = frozenset({Mode.GPU_SELF_MANAGED, Mode.SERVERLESS})
 
 
 DEFAULT_INSTANCE_TYPES: Mapping[Mode, str] = {
     Mode.CPU_MULTI_MODEL: "ml.c5.2xlarge",
     Mode.GPU_SELF_MANAGED: "ml.g5.xlarge",
+    Mode.INFERENCE_COMPONENTS: "ml.g5.xlarge",
 }
 TRAFFIC_ROUTINGS = ("ALL_AT_ONCE", "CANARY", "LINEAR")
 #: MetricsConfig.MetricPublishFrequencyInSeconds (SageMaker API, CloudFormation schema)
@@ -149,16 +164,22 @@ class EndpointSettings:
     startup_health_check_timeout_seconds: int | None = None
     metrics_namespace: str = emf_metrics.DEFAULT_NAMESPACE
     container_metrics: ContainerMetricsSettings = field(default_factory=ContainerMetricsSettings)
+    serverless: ServerlessSettings = field(default_factory=ServerlessSettings)
+    inference_components: InferenceComponentSettings = field(
+        default_factory=InferenceComponentSettings
+    )
 
     def __post_init__(self) -> None:
-        if self.instance_type is None:
+        _check_serverless(self)
+        if self.instance_type is None and self.mode is not Mode.SERVERLESS:
             object.__setattr__(self, "instance_type", DEFAULT_INSTANCE_TYPES[self.mode])
         object.__setattr__(self, "environment", dict(self.environment))
         if self.image_uri is not None:
             parse_ecr_image_uri(self.image_uri)
         _check_name("endpoint_name", self.endpoint_name)
         _check_name("variant_name", self.variant_name)
-        _check_hardware(self.mode, self.instance)
+        if self.instance is not None:
+            _check_hardware(self.mode, self.instance)
         _check_model_files(self)
         _check_cache(self.mode, self.cache)
         _check_environment(self.environment)
@@ -180,6 +201,7 @@ class EndpointSettings:
             )
         _check_container_metrics(self.container_metrics)
         _check_model_alarms(self)
+        _check_inference_components(self)
 
     @property
     def image(self) -> EcrImage:
@@ -189,9 +211,10 @@ class EndpointSettings:
         return parse_ecr_image_uri(self.image_uri)
 
     @property
-    def instance(self) -> InstanceType:
-        """The parsed instance type."""
-        assert self.instance_type is not None  # set in __post_init__
+    def instance(self) -> InstanceType | None:
+        """The parsed instance type; None for a serverless endpoint, which has none."""
+        if self.instance_type is None:
+            return None
         return parse_instance_type(self.instance_type)
 
     @property
@@ -236,6 +259,117 @@ def _check_hardware(mode: Mode, instance: InstanceType) -> None:
         )
 
 
+def _check_serverless(s: EndpointSettings) -> None:
+    if s.mode is not Mode.SERVERLESS:
+        if s.serverless.is_set():
+            raise ValueError(
+                f"serverless_* settings apply only with -c mode=serverless, not mode "
+                f"{s.mode.value}"
+                + (
+                    ": SageMaker serverless endpoints do not host multi-model endpoints "
+                    "(Mode: MultiModel). Fix: -c mode=serverless, where the container's own "
+                    "cache serves the models under model_data_prefix"
+                    if s.mode is Mode.CPU_MULTI_MODEL
+                    else ""
+                )
+            )
+        return
+    if s.instance_type is not None:
+        gpu = parse_instance_type(s.instance_type).hardware is not Hardware.CPU
+        raise ValueError(
+            f"mode serverless has no instances, so instance_type {s.instance_type} does not "
+            "apply"
+            + (
+                ", and SageMaker serverless endpoints have no GPUs or other accelerators. Fix: "
+                "-c mode=gpu-self-managed or -c mode=inference-components for a GPU, or drop "
+                "instance_type and size the endpoint with serverless_memory_mb"
+                if gpu
+                else ". Fix: drop instance_type; size the endpoint with serverless_memory_mb "
+                "and serverless_max_concurrency"
+            )
+        )
+    if s.initial_instance_count != 1 or (s.scaling.min_instances, s.scaling.max_instances) != (
+        1,
+        4,
+    ):
+        raise ValueError(
+            "initial_instance_count, min_instances and max_instances do not apply to mode "
+            "serverless, which has no instances; autoscaling there scales provisioned "
+            "concurrency (serverless_min/max_provisioned_concurrency)"
+        )
+    if s.cache.gpu_memory_fraction is not None:
+        raise ValueError(
+            "cache_gpu_memory_fraction does not apply to mode serverless, which has no GPU"
+        )
+    s.serverless.check()
+
+
+def _check_inference_components(s: EndpointSettings) -> None:
+    ic = s.inference_components
+    if s.mode is not Mode.INFERENCE_COMPONENTS:
+        if ic.is_set():
+            raise ValueError(
+                "inference_components and the ic_* settings apply only with "
+                "-c mode=inference-components"
+            )
+        return
+    check_component_archives(s.endpoint_name, ic.archives or ())
+    if s.model_archive_file is not None:
+        raise ValueError(
+            "mode inference-components reads each component's archive from "
+            "model_data_prefix; model_archive_file (an asset under its digest) does not "
+            "apply. Fix: model_archives_dir, or copy the archives to the prefix"
+        )
+    if s.cache.is_set():
+        raise ValueError(
+            "default_model and the cache_* settings configure the container's own cache; "
+            "each inference component serves one model, so they do not apply"
+        )
+    instance = s.instance
+    assert instance is not None
+    gpu = instance.hardware is Hardware.GPU
+    accelerators = ic.accelerators
+    if gpu and accelerators is not None and accelerators < 1:
+        raise ValueError(
+            f"ic_accelerators must be at least 1 on the GPU instance {instance.name}: an "
+            "inference component gets whole accelerators (NumberOfAcceleratorDevicesRequired "
+            ">= 1). Several small models that should share one GPU belong in "
+            "-c mode=gpu-self-managed"
+        )
+    if not gpu and accelerators:
+        raise ValueError(
+            f"ic_accelerators applies to GPU instances; {instance.name} has none. Fix: a GPU "
+            "instance type such as ml.g5.2xlarge, or drop ic_accelerators"
+        )
+    if ic.cores < 0.25:
+        raise ValueError(f"ic_cpu_cores must be at least 0.25, got {ic.cores}")
+    if ic.memory < 128:
+        raise ValueError(f"ic_memory_mb must be at least 128, got {ic.memory}")
+    low, high = ic.copy_bounds
+    scaling = s.scaling
+    if ic.copy_count < (0 if ic.scales_to_zero else 1):
+        raise ValueError(f"ic_copies must be at least 1, got {ic.copy_count}")
+    if scaling.enabled and not ((0 if ic.scales_to_zero else 1) <= low <= ic.copy_count <= high):
+        raise ValueError(
+            f"need ic_min_copies <= ic_copies <= ic_max_copies, got {low}, {ic.copy_count}, "
+            f"{high} (ic_min_copies may be 0 only with ic_min_instances=0)"
+        )
+    if ic.target_invocations <= 0:
+        raise ValueError("ic_target_invocations_per_copy must be positive")
+    min_instances = ic.min_instances if ic.min_instances is not None else scaling.min_instances
+    max_instances = ic.max_instances if ic.max_instances is not None else scaling.max_instances
+    if not 0 <= min_instances <= max_instances or max_instances < 1:
+        raise ValueError(
+            f"need 0 <= ic_min_instances <= ic_max_instances and ic_max_instances >= 1, got "
+            f"{min_instances} and {max_instances}"
+        )
+    if ic.scales_to_zero and not scaling.enabled:
+        raise ValueError(
+            "ic_min_instances=0 (scale to zero) needs autoscaling: the components must scale "
+            "to zero copies and a step policy must wake them; drop autoscaling=false"
+        )
+
+
 def _check_model_files(s: EndpointSettings) -> None:
     if s.model_data_prefix is not None:
         parse_s3_prefix(s.model_data_prefix)
@@ -270,11 +404,11 @@ def _check_model_files(s: EndpointSettings) -> None:
 
 
 def _check_cache(mode: Mode, cache: CacheSettings) -> None:
-    if mode is not Mode.GPU_SELF_MANAGED and cache.is_set():
+    if mode is Mode.CPU_MULTI_MODEL and cache.is_set():
         raise ValueError(
             "default_model, cache_max_models and cache_gpu_memory_fraction configure the "
-            "container's own model cache and apply only with -c mode=gpu-self-managed; on a "
-            "multi-model endpoint SageMaker loads and unloads models itself"
+            "container's own model cache and apply only with -c mode=gpu-self-managed (or "
+            "serverless); on a multi-model endpoint SageMaker loads and unloads models itself"
         )
     if cache.max_models is not None and cache.max_models < 1:
         raise ValueError("cache_max_models must be at least 1")
@@ -370,7 +504,7 @@ def _check_model_alarms(s: EndpointSettings) -> None:
                 f"alarm_models: {model!r} is not a model name the container serves (1-128 of "
                 "A-Z a-z 0-9 _ . -, starting with a letter or digit)"
             )
-    if alarms.target_models and s.mode is not Mode.GPU_SELF_MANAGED:
+    if alarms.target_models and s.mode not in SELF_MANAGED_MODES:
         raise ValueError(
             "alarm_target_models applies only with -c mode=gpu-self-managed, where the "
             "container names each model after its TargetModel key; on a multi-model "
@@ -515,6 +649,30 @@ def settings_from_context(get: ContextGetter, base_dir: Path | None = None) -> E
             path=ctx.text("metrics_endpoint_path") or "/metrics",
             publish_frequency_seconds=ctx.optional_integer("metrics_publish_frequency_seconds"),
             detailed_observability=ctx.optional_boolean("detailed_observability"),
+        ),
+        serverless=ServerlessSettings(
+            memory_mb=ctx.optional_integer("serverless_memory_mb"),
+            max_concurrency=ctx.optional_integer("serverless_max_concurrency"),
+            provisioned_concurrency=ctx.optional_integer("serverless_provisioned_concurrency"),
+            min_provisioned_concurrency=ctx.optional_integer(
+                "serverless_min_provisioned_concurrency"
+            ),
+            max_provisioned_concurrency=ctx.optional_integer(
+                "serverless_max_provisioned_concurrency"
+            ),
+            target_utilization=ctx.optional_number("serverless_target_utilization"),
+        ),
+        inference_components=InferenceComponentSettings(
+            archives=ctx.text_list("inference_components") or None,
+            cpu_cores=ctx.optional_number("ic_cpu_cores"),
+            memory_mb=ctx.optional_integer("ic_memory_mb"),
+            accelerators=ctx.optional_integer("ic_accelerators"),
+            copies=ctx.optional_integer("ic_copies"),
+            min_copies=ctx.optional_integer("ic_min_copies"),
+            max_copies=ctx.optional_integer("ic_max_copies"),
+            target_invocations_per_copy=ctx.optional_number("ic_target_invocations_per_copy"),
+            min_instances=ctx.optional_integer("ic_min_instances"),
+            max_instances=ctx.optional_integer("ic_max_instances"),
         ),
     )
 

@@ -20,13 +20,20 @@ from constructs import Construct
 
 from scorer_infra import container_env
 from scorer_infra.alarms import endpoint_alarms
+from scorer_infra.hosting import component_name
 from scorer_infra.image import EcrImage
 from scorer_infra.instance_types import Hardware
 from scorer_infra.model_files import ModelFiles
 from scorer_infra.naming import content_name
 from scorer_infra.role import execution_role
-from scorer_infra.scaling import variant_scaling
+from scorer_infra.scaling import (
+    component_scaling,
+    provisioned_concurrency_scaling,
+    variant_scaling,
+)
 from scorer_infra.settings import EndpointSettings, Mode
+
+_IC = sagemaker.CfnInferenceComponent
 
 
 class ScorerEndpointStack(Stack):
@@ -56,6 +63,75 @@ class ScorerEndpointStack(Stack):
             metrics_namespace=settings.metrics_namespace,
         )
 
+        components = settings.mode is Mode.INFERENCE_COMPONENTS
+        # an inference-component endpoint has no model: each component names its container
+        self.model: sagemaker.CfnModel | None = None
+        model_name: str | None = None
+        if not components:
+            model_name = self._model(image)
+        variant = self._variant(model_name)
+        metrics_config = self._metrics_config()
+        # the role is on the config only when no model carries it (inference components)
+        role_arn = self.role.role_arn if components else None
+        named_config: dict[str, Any] = {"variants": [variant]}
+        if metrics_config is not None:
+            named_config["metrics"] = metrics_config
+        if role_arn is not None:
+            named_config["role"] = role_arn
+        config_name = content_name(
+            self,
+            f"{settings.endpoint_name}-config",
+            # the original form of the digest input, so existing endpoints keep their names
+            [variant] if list(named_config) == ["variants"] else named_config,
+        )
+        self.endpoint_config = sagemaker.CfnEndpointConfig(
+            self,
+            "EndpointConfig",
+            endpoint_config_name=config_name,
+            production_variants=[variant],
+            metrics_config=metrics_config,
+            execution_role_arn=role_arn,
+        )
+        if self.model is not None:
+            self.endpoint_config.node.add_dependency(self.model)
+
+        self.alarms = endpoint_alarms(self, settings)
+        self.endpoint = sagemaker.CfnEndpoint(
+            self,
+            "Endpoint",
+            endpoint_name=settings.endpoint_name,
+            endpoint_config_name=config_name,
+            # inference components roll out on their own (each has its own update policy)
+            deployment_config=None if components else self._deployment_config(),
+            # with autoscaling, an update keeps the instance count it has scaled to
+            retain_all_variant_properties=settings.scaling.enabled
+            and (
+                settings.mode is not Mode.SERVERLESS
+                or bool(settings.serverless.provisioned_concurrency)
+            ),
+        )
+        self.endpoint.node.add_dependency(self.endpoint_config)
+        for alarm in self.alarms.rollback:
+            self.endpoint.node.add_dependency(alarm)
+        if self.model_files.deployment is not None:
+            self.endpoint.node.add_dependency(self.model_files.deployment)
+
+        self.components: list[sagemaker.CfnInferenceComponent] = []
+        if components:
+            self._inference_components(image)
+        elif settings.mode is Mode.SERVERLESS:
+            if settings.scaling.enabled and settings.serverless.provisioned_concurrency:
+                target, _ = provisioned_concurrency_scaling(self, settings)
+                target.node.add_dependency(self.endpoint)
+        elif settings.scaling.enabled:
+            target, _ = variant_scaling(self, settings)
+            target.node.add_dependency(self.endpoint)
+
+        self._outputs(image)
+
+    def _model(self, image: EcrImage) -> str:
+        """Create the SageMaker model; return its content-derived name."""
+        settings = self.settings
         container = self._container(image)
         scraped = self._container_metrics_config()
         named: dict[str, Any] = {"role": self.role.role_arn, "container": container}
@@ -72,55 +148,104 @@ class ScorerEndpointStack(Stack):
         if scraped is not None:
             # the escape hatch: a raw CloudFormation property on the L1 resource
             self.model.add_property_override("PrimaryContainer.ContainerMetricsConfig", scraped)
+        return model_name
 
-        variant = sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+    def _variant(
+        self, model_name: str | None
+    ) -> sagemaker.CfnEndpointConfig.ProductionVariantProperty:
+        settings = self.settings
+        startup = settings.startup_health_check_timeout_seconds
+        if settings.mode is Mode.SERVERLESS:
+            serverless = settings.serverless
+            return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
+                variant_name=settings.variant_name,
+                model_name=model_name,
+                initial_variant_weight=1.0,
+                serverless_config=sagemaker.CfnEndpointConfig.ServerlessConfigProperty(
+                    memory_size_in_mb=serverless.memory,
+                    max_concurrency=serverless.concurrency,
+                    provisioned_concurrency=serverless.provisioned_concurrency,
+                ),
+            )
+        managed = None
+        routing = None
+        if settings.mode is Mode.INFERENCE_COMPONENTS:
+            ic = settings.inference_components
+            startup = None  # per component (StartupParameters)
+            managed = sagemaker.CfnEndpointConfig.ManagedInstanceScalingProperty(
+                status="ENABLED",
+                min_instance_count=(
+                    ic.min_instances
+                    if ic.min_instances is not None
+                    else settings.scaling.min_instances
+                ),
+                max_instance_count=(
+                    ic.max_instances
+                    if ic.max_instances is not None
+                    else settings.scaling.max_instances
+                ),
+            )
+            routing = sagemaker.CfnEndpointConfig.RoutingConfigProperty(
+                routing_strategy="LEAST_OUTSTANDING_REQUESTS"
+            )
+        return sagemaker.CfnEndpointConfig.ProductionVariantProperty(
             variant_name=settings.variant_name,
             model_name=model_name,
             instance_type=settings.instance_type,
             initial_instance_count=settings.initial_instance_count,
             initial_variant_weight=1.0,
-            container_startup_health_check_timeout_in_seconds=(
-                settings.startup_health_check_timeout_seconds
-            ),
+            container_startup_health_check_timeout_in_seconds=startup,
+            managed_instance_scaling=managed,
+            routing_config=routing,
         )
-        metrics_config = self._metrics_config()
-        config_name = content_name(
-            self,
-            f"{settings.endpoint_name}-config",
-            [variant]
-            if metrics_config is None
-            else {"variants": [variant], "metrics": metrics_config},
-        )
-        self.endpoint_config = sagemaker.CfnEndpointConfig(
-            self,
-            "EndpointConfig",
-            endpoint_config_name=config_name,
-            production_variants=[variant],
-            metrics_config=metrics_config,
-        )
-        self.endpoint_config.node.add_dependency(self.model)
 
-        self.alarms = endpoint_alarms(self, settings)
-        self.endpoint = sagemaker.CfnEndpoint(
-            self,
-            "Endpoint",
-            endpoint_name=settings.endpoint_name,
-            endpoint_config_name=config_name,
-            deployment_config=self._deployment_config(),
-            # with autoscaling, an update keeps the instance count it has scaled to
-            retain_all_variant_properties=settings.scaling.enabled,
-        )
-        self.endpoint.node.add_dependency(self.endpoint_config)
-        for alarm in self.alarms.rollback:
-            self.endpoint.node.add_dependency(alarm)
-        if self.model_files.deployment is not None:
-            self.endpoint.node.add_dependency(self.model_files.deployment)
-
-        if settings.scaling.enabled:
-            target, _ = variant_scaling(self, settings)
-            target.node.add_dependency(self.endpoint)
-
-        self._outputs(image)
+    def _inference_components(self, image: EcrImage) -> None:
+        """One component per archive key, each a single-model container with its archive."""
+        settings = self.settings
+        ic = settings.inference_components
+        instance = settings.instance
+        assert instance is not None
+        gpu = instance.hardware is Hardware.GPU
+        accelerators = (ic.accelerators or 1) if gpu else None
+        environment = dict(settings.environment)
+        environment[container_env.METRICS_NAMESPACE] = settings.metrics_namespace
+        startup = settings.startup_health_check_timeout_seconds
+        for index, key in enumerate(ic.archives or ()):
+            name = component_name(settings.endpoint_name, key)
+            component = sagemaker.CfnInferenceComponent(
+                self,
+                f"Component{index}",
+                endpoint_name=settings.endpoint_name,
+                inference_component_name=name,
+                variant_name=settings.variant_name,
+                specification=_IC.InferenceComponentSpecificationProperty(
+                    container=_IC.InferenceComponentContainerSpecificationProperty(
+                        image=image.uri,
+                        artifact_url=f"{self.model_files.prefix.url}{key}",
+                        environment=environment,
+                    ),
+                    compute_resource_requirements=_IC.InferenceComponentComputeResourceRequirementsProperty(
+                        number_of_cpu_cores_required=ic.cores,
+                        min_memory_required_in_mb=ic.memory,
+                        number_of_accelerator_devices_required=accelerators,
+                    ),
+                    startup_parameters=None
+                    if startup is None
+                    else _IC.InferenceComponentStartupParametersProperty(
+                        container_startup_health_check_timeout_in_seconds=startup
+                    ),
+                ),
+                runtime_config=_IC.InferenceComponentRuntimeConfigProperty(
+                    copy_count=ic.copy_count
+                ),
+            )
+            component.node.add_dependency(self.endpoint)
+            if self.model_files.deployment is not None:
+                component.node.add_dependency(self.model_files.deployment)
+            self.components.append(component)
+            if settings.scaling.enabled:
+                target, _ = component_scaling(self, f"Component{index}", settings, name)
+                target.node.add_dependency(component)
 
     def _container(self, image: EcrImage) -> sagemaker.CfnModel.ContainerDefinitionProperty:
         settings = self.settings
@@ -227,7 +352,11 @@ class ScorerEndpointStack(Stack):
                 "the commit tag or digest the build writes to imageDetail.json",
             )
         instance = settings.instance
-        if settings.mode is Mode.GPU_SELF_MANAGED and instance.hardware is Hardware.CPU:
+        if (
+            settings.mode is Mode.GPU_SELF_MANAGED
+            and instance is not None
+            and instance.hardware is Hardware.CPU
+        ):
             annotations.add_warning_v2(
                 "scorer:self-managed-on-cpu",
                 f"mode gpu-self-managed on the CPU instance {instance.name}: the container's "
@@ -243,7 +372,7 @@ class ScorerEndpointStack(Stack):
                 "model at deploy time (docs/infra.md). Without it SageMaker still scrapes "
                 "/metrics on port 8080, the default for a bring-your-own container",
             )
-        if instance.arm64:
+        if instance is not None and instance.arm64:
             annotations.add_warning_v2(
                 "scorer:arm64-instance",
                 f"{instance.name} is an AWS Graviton (arm64) instance; it runs the image only "

@@ -1,0 +1,216 @@
+"""Settings of SageMaker's other hosting options: serverless and inference components.
+
+Each is a frozen dataclass whose fields are ``None`` when the context did not give them, so
+the stack can tell "not asked for" from a default, and refuse a key that does not apply to
+the mode (``serverless_memory_mb`` with ``cpu-multi-model``, say). Facts and limits are
+from the SageMaker API model (``ServerlessConfig``, ``InferenceComponent*``,
+``ManagedInstanceScaling``) and Application Auto Scaling's; see docs/infra.md.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+#: ServerlessConfig.MemorySizeInMB: 1024-6144 in steps of 1024
+SERVERLESS_MEMORY_SIZES = (1024, 2048, 3072, 4096, 5120, 6144)
+#: ServerlessConfig.MaxConcurrency and ProvisionedConcurrency: 1-200
+SERVERLESS_MAX_CONCURRENCY = 200
+#: the SageMaker names of an inference component: 1-63, like endpoint names
+_IC_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+
+
+def _given(settings: Any) -> bool:
+    return any(getattr(settings, f.name) is not None for f in fields(settings))
+
+
+@dataclass(frozen=True)
+class ServerlessSettings:
+    """``ServerlessConfig`` and the autoscaling of its provisioned concurrency."""
+
+    memory_mb: int | None = None
+    max_concurrency: int | None = None
+    provisioned_concurrency: int | None = None
+    #: autoscaling bounds of DesiredProvisionedConcurrency (only with provisioned concurrency)
+    min_provisioned_concurrency: int | None = None
+    max_provisioned_concurrency: int | None = None
+    #: SageMakerVariantProvisionedConcurrencyUtilization target, a ratio in (0, 1]
+    target_utilization: float | None = None
+
+    DEFAULT_MEMORY_MB = 4096
+    DEFAULT_MAX_CONCURRENCY = 5
+    DEFAULT_TARGET_UTILIZATION = 0.7
+
+    def is_set(self) -> bool:
+        """Whether any serverless key was given."""
+        return _given(self)
+
+    @property
+    def memory(self) -> int:
+        return self.DEFAULT_MEMORY_MB if self.memory_mb is None else self.memory_mb
+
+    @property
+    def concurrency(self) -> int:
+        return (
+            self.DEFAULT_MAX_CONCURRENCY if self.max_concurrency is None else self.max_concurrency
+        )
+
+    @property
+    def provisioned_bounds(self) -> tuple[int, int]:
+        """(min, max) of the provisioned concurrency autoscaling."""
+        assert self.provisioned_concurrency is not None
+        low = self.min_provisioned_concurrency
+        high = self.max_provisioned_concurrency
+        return (
+            self.provisioned_concurrency if low is None else low,
+            self.concurrency if high is None else high,
+        )
+
+    @property
+    def utilization(self) -> float:
+        if self.target_utilization is None:
+            return self.DEFAULT_TARGET_UTILIZATION
+        return self.target_utilization
+
+    def check(self) -> None:
+        """Raise ValueError for a value ServerlessConfig or its autoscaling refuses."""
+        if self.memory not in SERVERLESS_MEMORY_SIZES:
+            sizes = ", ".join(str(s) for s in SERVERLESS_MEMORY_SIZES)
+            raise ValueError(
+                f"serverless_memory_mb must be one of {sizes} (1024-6144 in steps of 1024, "
+                f"ServerlessConfig.MemorySizeInMB), got {self.memory}"
+            )
+        if not 1 <= self.concurrency <= SERVERLESS_MAX_CONCURRENCY:
+            raise ValueError(
+                f"serverless_max_concurrency must lie in [1, {SERVERLESS_MAX_CONCURRENCY}], "
+                f"got {self.concurrency}"
+            )
+        provisioned = self.provisioned_concurrency
+        if provisioned is None:
+            if (
+                self.min_provisioned_concurrency is not None
+                or self.max_provisioned_concurrency is not None
+                or self.target_utilization is not None
+            ):
+                raise ValueError(
+                    "serverless_min/max_provisioned_concurrency and "
+                    "serverless_target_utilization scale provisioned concurrency; give "
+                    "serverless_provisioned_concurrency too"
+                )
+            return
+        if not 1 <= provisioned <= self.concurrency:
+            raise ValueError(
+                "serverless_provisioned_concurrency must lie in [1, serverless_max_concurrency "
+                f"= {self.concurrency}], got {provisioned}"
+            )
+        low, high = self.provisioned_bounds
+        if not 1 <= low <= provisioned <= high <= self.concurrency:
+            raise ValueError(
+                "need 1 <= serverless_min_provisioned_concurrency <= "
+                "serverless_provisioned_concurrency <= serverless_max_provisioned_concurrency "
+                f"<= serverless_max_concurrency, got {low}, {provisioned}, {high}, "
+                f"{self.concurrency}"
+            )
+        if not 0 < self.utilization <= 1:
+            raise ValueError(
+                f"serverless_target_utilization is a ratio in (0, 1], got {self.utilization}"
+            )
+
+
+@dataclass(frozen=True)
+class InferenceComponentSettings:
+    """One ``AWS::SageMaker::InferenceComponent`` per archive key, on managed instances."""
+
+    #: archive keys under model_data_prefix, one component each
+    archives: tuple[str, ...] | None = None
+    cpu_cores: float | None = None
+    memory_mb: int | None = None
+    #: whole accelerators per copy; None: 1 on a GPU instance, none on a CPU one
+    accelerators: int | None = None
+    copies: int | None = None
+    min_copies: int | None = None
+    max_copies: int | None = None
+    #: SageMakerInferenceComponentInvocationsPerCopy target, invocations per copy per minute
+    target_invocations_per_copy: float | None = None
+    #: ManagedInstanceScaling bounds; min 0 turns scale to zero on
+    min_instances: int | None = None
+    max_instances: int | None = None
+
+    DEFAULT_CPU_CORES = 2.0
+    DEFAULT_MEMORY_MB = 4096
+    DEFAULT_COPIES = 1
+    DEFAULT_MAX_COPIES = 4
+    DEFAULT_TARGET_INVOCATIONS = 300.0
+
+    def is_set(self) -> bool:
+        """Whether any inference-component key was given."""
+        return _given(self)
+
+    @property
+    def cores(self) -> float:
+        return self.DEFAULT_CPU_CORES if self.cpu_cores is None else self.cpu_cores
+
+    @property
+    def memory(self) -> int:
+        return self.DEFAULT_MEMORY_MB if self.memory_mb is None else self.memory_mb
+
+    @property
+    def copy_count(self) -> int:
+        return self.DEFAULT_COPIES if self.copies is None else self.copies
+
+    @property
+    def copy_bounds(self) -> tuple[int, int]:
+        low = self.copy_count if self.min_copies is None else self.min_copies
+        high = max(self.DEFAULT_MAX_COPIES, self.copy_count)
+        return low, high if self.max_copies is None else self.max_copies
+
+    @property
+    def target_invocations(self) -> float:
+        if self.target_invocations_per_copy is None:
+            return self.DEFAULT_TARGET_INVOCATIONS
+        return self.target_invocations_per_copy
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.min_instances == 0
+
+
+def component_name(endpoint_name: str, archive_key: str) -> str:
+    """The InferenceComponentName of one archive key: ``<endpoint>-<key without .tar.gz>``.
+
+    Characters other than letters and digits become ``-`` (``brand/safety.tar.gz`` gives
+    ``scorer-brand-safety``); at most 63 characters, SageMaker's limit.
+    """
+    stem = archive_key
+    for suffix in _ARCHIVE_SUFFIXES:
+        stem = stem.removesuffix(suffix)
+    cleaned = re.sub(r"[^a-zA-Z0-9]+", "-", f"{endpoint_name}-{stem}").strip("-")
+    return cleaned[:63].rstrip("-")
+
+
+def check_component_archives(endpoint_name: str, archives: tuple[str, ...]) -> None:
+    """Raise ValueError for an archive key that is not a .tar.gz or names clash."""
+    if not archives:
+        raise ValueError(
+            "mode inference-components needs inference_components: the archive keys under "
+            "model_data_prefix, one component each, e.g. "
+            "-c inference_components=creative-v3.tar.gz,brand-safety.tar.gz"
+        )
+    names: dict[str, str] = {}
+    for key in archives:
+        if key.startswith(("/", "s3://")) or not key.endswith(_ARCHIVE_SUFFIXES):
+            raise ValueError(
+                f"inference_components: {key!r} is not an archive key under model_data_prefix "
+                "(a relative key ending .tar.gz, e.g. creative-v3.tar.gz)"
+            )
+        name = component_name(endpoint_name, key)
+        if not _IC_NAME.match(name):
+            raise ValueError(f"inference_components: {key!r} gives no valid component name")
+        if name in names:
+            raise ValueError(
+                f"inference_components: {names[name]!r} and {key!r} both give the component "
+                f"name {name!r}; rename one archive"
+            )
+        names[name] = key

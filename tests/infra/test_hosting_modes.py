@@ -1,0 +1,339 @@
+"""The hosting modes beyond real-time instances: serverless and inference components.
+
+Each mode is synthesised offline from ``build_app`` with CLI-style context; the tests
+assert the SageMaker and Application Auto Scaling resources by value, the refusals at synth
+(and their messages), and that cfn-lint finds nothing in any template.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Template
+from scorer_infra import ScorerEndpointStack, settings_from_context
+from scorer_infra.hosting import component_name
+
+ACCOUNT = "123456789012"  # the documentation account id; nothing is deployed
+IMAGE = f"{ACCOUNT}.dkr.ecr.eu-west-1.amazonaws.com/scorer:3f2c1ab"
+PREFIX = "s3://creative-models/scorer/prod/"
+STACK = "ScorerEndpoint"
+
+
+class Synth:
+    """One synthesised app: its stack and the template as JSON."""
+
+    def __init__(self, build_app: Any, context: dict[str, Any], outdir: Path) -> None:
+        app = cdk.App(context={"image_uri": IMAGE, **context}, outdir=str(outdir))
+        build_app(app)
+        self.stack: ScorerEndpointStack = app.node.find_child(STACK)  # type: ignore[assignment]
+        self.template: dict[str, Any] = Template.from_stack(self.stack).to_json()
+
+    def resources(self, type_name: str) -> dict[str, dict[str, Any]]:
+        """Logical id -> properties, for every resource of one type."""
+        return {
+            k: v.get("Properties", {})
+            for k, v in self.template["Resources"].items()
+            if v["Type"] == type_name
+        }
+
+    def one(self, type_name: str) -> dict[str, Any]:
+        (found,) = self.resources(type_name).values()
+        return found
+
+    def variant(self) -> dict[str, Any]:
+        (variant,) = self.one("AWS::SageMaker::EndpointConfig")["ProductionVariants"]
+        return variant
+
+
+def lint(synth: Synth) -> list[str]:
+    """cfn-lint's errors and warnings for one template (W3005 is CDK's own, harmless)."""
+    cfnlint_api = pytest.importorskip("cfnlint.api")
+    matches = cfnlint_api.lint(json.dumps(synth.template), regions=["eu-west-1"])
+    return [str(m) for m in matches if m.rule.id[0] in "EW" and m.rule.id != "W3005"]
+
+
+@pytest.fixture(scope="module")
+def build_app(cdk_app_module: ModuleType) -> Any:
+    return cdk_app_module.build_app
+
+
+@pytest.fixture(scope="module")
+def synth(build_app: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Synthesise a context (memoised per module: jsii makes each synth cost time)."""
+    done: dict[str, Synth] = {}
+
+    def make(**context: Any) -> Synth:
+        key = json.dumps(context, sort_keys=True)
+        if key not in done:
+            done[key] = Synth(build_app, context, tmp_path_factory.mktemp("synth"))
+        return done[key]
+
+    return make
+
+
+def refused(**context: Any) -> str:
+    with pytest.raises(ValueError) as raised:
+        settings_from_context({"image_uri": IMAGE, **context}.get)
+    return str(raised.value)
+
+
+# --- serverless --------------------------------------------------------------------------
+
+SERVERLESS = {
+    "mode": "serverless",
+    "model_data_prefix": PREFIX,
+    "serverless_memory_mb": "3072",
+    "serverless_max_concurrency": "20",
+}
+
+
+def test_serverless_variant_has_serverless_config_and_no_instances(synth: Any) -> None:
+    s = synth(**SERVERLESS)
+    variant = s.variant()
+    assert variant["ServerlessConfig"] == {"MemorySizeInMB": 3072, "MaxConcurrency": 20}
+    for absent in ("InstanceType", "InitialInstanceCount", "ManagedInstanceScaling"):
+        assert absent not in variant
+    container = s.one("AWS::SageMaker::Model")["PrimaryContainer"]
+    # single-model: serverless hosts no multi-model endpoint; the container's cache loads
+    assert container["Mode"] == "SingleModel"
+    assert container["Environment"]["SCORER_MODEL_PREFIX"] == PREFIX
+    # nothing to scale without provisioned concurrency, so no instance-count target
+    assert s.resources("AWS::ApplicationAutoScaling::ScalableTarget") == {}
+    assert s.one("AWS::SageMaker::Endpoint")["RetainAllVariantProperties"] is False
+    alarms = {a["MetricName"] for a in s.resources("AWS::CloudWatch::Alarm").values()}
+    assert alarms == {"Invocation5XXErrors", "ModelLatency"}
+
+
+def test_serverless_defaults(synth: Any) -> None:
+    s = synth(mode="serverless", model_data_prefix=PREFIX)
+    assert s.variant()["ServerlessConfig"] == {"MemorySizeInMB": 4096, "MaxConcurrency": 5}
+
+
+def test_serverless_provisioned_concurrency_scales_on_its_utilization(synth: Any) -> None:
+    s = synth(
+        **SERVERLESS,
+        serverless_provisioned_concurrency="4",
+        serverless_min_provisioned_concurrency="2",
+        serverless_max_provisioned_concurrency="10",
+        serverless_target_utilization="0.5",
+    )
+    assert s.variant()["ServerlessConfig"]["ProvisionedConcurrency"] == 4
+    target = s.one("AWS::ApplicationAutoScaling::ScalableTarget")
+    assert target["ScalableDimension"] == "sagemaker:variant:DesiredProvisionedConcurrency"
+    assert target["ResourceId"] == "endpoint/scorer/variant/AllTraffic"
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 10)
+    policy = s.one("AWS::ApplicationAutoScaling::ScalingPolicy")
+    tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["PredefinedMetricSpecification"] == {
+        "PredefinedMetricType": "SageMakerVariantProvisionedConcurrencyUtilization"
+    }
+    assert tracking["TargetValue"] == 0.5
+    assert s.one("AWS::SageMaker::Endpoint")["RetainAllVariantProperties"] is True
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        (
+            {"instance_type": "ml.g5.xlarge"},
+            "serverless endpoints have no GPUs.*Fix: -c mode=gpu-self-managed",
+        ),
+        ({"instance_type": "ml.c5.xlarge"}, "Fix: drop instance_type"),
+        ({"serverless_memory_mb": "1500"}, "1024-6144 in steps of 1024"),
+        ({"serverless_memory_mb": "8192"}, "one of 1024, 2048, 3072, 4096, 5120, 6144"),
+        ({"serverless_max_concurrency": "201"}, r"serverless_max_concurrency must lie in \[1, 200"),
+        (
+            {"serverless_max_concurrency": "4", "serverless_provisioned_concurrency": "5"},
+            "serverless_provisioned_concurrency must lie in",
+        ),
+        ({"serverless_target_utilization": "0.5"}, "give serverless_provisioned_concurrency"),
+        ({"max_instances": "8"}, "do not apply to mode serverless"),
+        ({"cache_gpu_memory_fraction": "0.5"}, "no GPU"),
+    ],
+)
+def test_serverless_refusals(context: dict[str, Any], message: str) -> None:
+    import re
+
+    assert re.search(message, refused(mode="serverless", **context))
+
+
+def test_serverless_settings_with_a_multi_model_endpoint_are_refused() -> None:
+    message = refused(serverless_memory_mb="2048")
+    assert "serverless endpoints do not host multi-model endpoints" in message
+    assert "Fix: -c mode=serverless" in message
+    assert "apply only with -c mode=serverless" in refused(
+        mode="gpu-self-managed", serverless_max_concurrency="4"
+    )
+
+
+# --- inference components ----------------------------------------------------------------
+
+COMPONENTS = {
+    "mode": "inference-components",
+    "model_data_prefix": PREFIX,
+    "inference_components": "creative-v3.tar.gz,brand/safety.tar.gz",
+    "ic_cpu_cores": "1.5",
+    "ic_memory_mb": "6144",
+    "ic_copies": "2",
+    "ic_max_copies": "6",
+    "ic_target_invocations_per_copy": "120",
+    "ic_max_instances": "3",
+}
+
+
+def test_components_one_per_archive_with_compute_requirements(synth: Any) -> None:
+    s = synth(**COMPONENTS)
+    components = s.resources("AWS::SageMaker::InferenceComponent")
+    assert len(components) == 2
+    by_name = {c["InferenceComponentName"]: c for c in components.values()}
+    assert set(by_name) == {"scorer-creative-v3", "scorer-brand-safety"}
+    creative = by_name["scorer-creative-v3"]
+    assert creative["EndpointName"] == "scorer"
+    assert creative["VariantName"] == "AllTraffic"
+    assert creative["RuntimeConfig"] == {"CopyCount": 2}
+    spec = creative["Specification"]
+    assert "ModelName" not in spec
+    assert spec["Container"] == {
+        "Image": IMAGE,
+        "ArtifactUrl": f"{PREFIX}creative-v3.tar.gz",
+        "Environment": {"SCORER_METRICS_NAMESPACE": "scorer"},
+    }
+    # ml.g5.xlarge (the default) has a GPU: one whole accelerator per copy
+    assert spec["ComputeResourceRequirements"] == {
+        "NumberOfCpuCoresRequired": 1.5,
+        "MinMemoryRequiredInMb": 6144,
+        "NumberOfAcceleratorDevicesRequired": 1,
+    }
+    safety = by_name["scorer-brand-safety"]["Specification"]["Container"]
+    assert safety["ArtifactUrl"] == f"{PREFIX}brand/safety.tar.gz"
+    for logical_id in components:
+        assert "Endpoint" in s.template["Resources"][logical_id]["DependsOn"]
+
+
+def test_components_endpoint_config_has_role_managed_scaling_and_no_model(synth: Any) -> None:
+    s = synth(**COMPONENTS)
+    assert s.resources("AWS::SageMaker::Model") == {}
+    config = s.one("AWS::SageMaker::EndpointConfig")
+    assert config["ExecutionRoleArn"] == {
+        "Fn::GetAtt": [next(iter(s.resources("AWS::IAM::Role"))), "Arn"]
+    }
+    variant = s.variant()
+    assert "ModelName" not in variant
+    assert variant["InstanceType"] == "ml.g5.xlarge"
+    assert variant["ManagedInstanceScaling"] == {
+        "Status": "ENABLED",
+        "MinInstanceCount": 1,
+        "MaxInstanceCount": 3,
+    }
+    assert variant["RoutingConfig"] == {"RoutingStrategy": "LEAST_OUTSTANDING_REQUESTS"}
+    # components roll out on their own; the endpoint has no blue/green policy of its own
+    assert "DeploymentConfig" not in s.one("AWS::SageMaker::Endpoint")
+
+
+def test_components_scale_copies_on_invocations_per_copy(synth: Any) -> None:
+    s = synth(**COMPONENTS)
+    targets = s.resources("AWS::ApplicationAutoScaling::ScalableTarget")
+    assert {t["ResourceId"] for t in targets.values()} == {
+        "inference-component/scorer-creative-v3",
+        "inference-component/scorer-brand-safety",
+    }
+    for target in targets.values():
+        assert target["ScalableDimension"] == "sagemaker:inference-component:DesiredCopyCount"
+        assert (target["MinCapacity"], target["MaxCapacity"]) == (2, 6)
+    policies = s.resources("AWS::ApplicationAutoScaling::ScalingPolicy").values()
+    assert [p["PolicyType"] for p in policies] == ["TargetTrackingScaling"] * 2
+    for policy in policies:
+        tracking = policy["TargetTrackingScalingPolicyConfiguration"]
+        assert tracking["TargetValue"] == 120
+        assert tracking["PredefinedMetricSpecification"] == {
+            "PredefinedMetricType": "SageMakerInferenceComponentInvocationsPerCopy"
+        }
+    assert (
+        s.resources("AWS::CloudWatch::Alarm")
+        .keys()
+        .isdisjoint({"Component0WakeAlarm", "Component1WakeAlarm"})
+    )
+
+
+def test_components_scale_to_zero_with_a_step_policy_that_wakes_them(synth: Any) -> None:
+    s = synth(**COMPONENTS, ic_min_instances="0")
+    assert s.variant()["ManagedInstanceScaling"]["MinInstanceCount"] == 0
+    targets = s.resources("AWS::ApplicationAutoScaling::ScalableTarget")
+    assert {t["MinCapacity"] for t in targets.values()} == {0}
+    policies = s.resources("AWS::ApplicationAutoScaling::ScalingPolicy")
+    wake = policies["Component0WakePolicy"]
+    assert wake["PolicyType"] == "StepScaling"
+    assert wake["ScalingTargetId"] == {"Ref": "Component0ScalableTarget"}
+    step = wake["StepScalingPolicyConfiguration"]
+    assert step["AdjustmentType"] == "ChangeInCapacity"
+    assert step["StepAdjustments"] == [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}]
+    alarm = s.resources("AWS::CloudWatch::Alarm")["Component0WakeAlarm"]
+    assert alarm["MetricName"] == "NoCapacityInvocationFailures"
+    assert alarm["Namespace"] == "AWS/SageMaker"
+    assert alarm["Dimensions"] == [
+        {"Name": "InferenceComponentName", "Value": "scorer-creative-v3"}
+    ]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    assert alarm["AlarmActions"] == [{"Ref": "Component0WakePolicy"}]
+
+
+def test_components_on_a_cpu_instance_ask_for_no_accelerator(synth: Any) -> None:
+    s = synth(**COMPONENTS, instance_type="ml.c5.4xlarge")
+    for component in s.resources("AWS::SageMaker::InferenceComponent").values():
+        requirements = component["Specification"]["ComputeResourceRequirements"]
+        assert "NumberOfAcceleratorDevicesRequired" not in requirements
+    assert s.variant()["InstanceType"] == "ml.c5.4xlarge"
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"inference_components": None}, "needs inference_components"),
+        ({"inference_components": "creative-v3"}, "is not an archive key"),
+        ({"inference_components": "a/x.tar.gz,a-x.tar.gz"}, "both give the component name"),
+        ({"ic_accelerators": "0"}, "at least 1 on the GPU instance ml.g5.xlarge"),
+        ({"ic_accelerators": "1", "instance_type": "ml.c5.xlarge"}, "applies to GPU instances"),
+        ({"ic_cpu_cores": "0.1"}, "at least 0.25"),
+        ({"ic_memory_mb": "64"}, "at least 128"),
+        ({"ic_copies": "8"}, "need ic_min_copies <= ic_copies <= ic_max_copies"),
+        ({"ic_min_instances": "0", "autoscaling": "false"}, "needs autoscaling"),
+        ({"cache_max_models": "4"}, "each inference component serves one model"),
+    ],
+)
+def test_components_refusals(context: dict[str, Any], message: str) -> None:
+    merged = {**COMPONENTS, **context}
+    assert message in refused(**{k: v for k, v in merged.items() if v is not None})
+
+
+def test_component_settings_with_another_mode_are_refused() -> None:
+    assert "apply only with -c mode=inference-components" in refused(
+        inference_components="creative-v3.tar.gz"
+    )
+
+
+def test_component_names_fit_sagemaker() -> None:
+    assert component_name("scorer", "market/fr.tgz") == "scorer-market-fr"
+    assert len(component_name("e" * 60, "creative-v3.tar.gz")) == 63
+
+
+# --- CloudFormation validity -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        SERVERLESS,
+        {**SERVERLESS, "serverless_provisioned_concurrency": "2"},
+        COMPONENTS,
+        {**COMPONENTS, "ic_min_instances": "0"},
+        {**COMPONENTS, "instance_type": "ml.c5.4xlarge"},
+    ],
+    ids=["serverless", "serverless-provisioned", "components", "components-zero", "components-cpu"],
+)
+def test_mode_templates_pass_cfn_lint(synth: Any, context: dict[str, Any]) -> None:
+    assert lint(synth(**context)) == []
