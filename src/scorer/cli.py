@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -257,6 +259,130 @@ def local(**options: object) -> None:
     _logging("INFO")
     os.environ.setdefault(cfg.EMF, "false")  # a terminal, not CloudWatch: no EMF unless asked
     raise SystemExit(run_local(os.environ, options))
+
+
+@cli.command()
+@click.option(
+    "--model-dir",
+    "model",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="The model: a model directory or model.tar.gz.",
+)
+@click.option("--input", "input_", required=True, help="A folder, a file, or s3://bucket/prefix.")
+@click.option(
+    "--output",
+    required=True,
+    help="A folder or s3://bucket/prefix: one <input name>.out per input object.",
+)
+@click.option("--content-type", help="Content-Type of every request (TransformInput).")
+@click.option("--accept", help="Accept of every request (TransformOutput).")
+@click.option(
+    "--split-type",
+    type=click.Choice(["None", "Line"]),
+    default="None",
+    show_default=True,
+    help="None: each object is one request; Line: each line is a record.",
+)
+@click.option(
+    "--batch-strategy",
+    type=click.Choice(["SingleRecord", "MultiRecord"]),
+    help="One record per request, or as many as fit in --max-payload-mb "
+    "[default: the container's /execution-parameters, else MultiRecord].",
+)
+@click.option(
+    "--max-payload-mb",
+    type=click.IntRange(0, 100),
+    help="Largest request in MB; 0: no limit [default: /execution-parameters, else 6].",
+)
+@click.option(
+    "--max-concurrent",
+    type=click.IntRange(1, 100),
+    help="Input files processed at once [default: /execution-parameters, else 1].",
+)
+@click.option(
+    "--assemble-with",
+    type=click.Choice(["None", "Line"]),
+    default="None",
+    show_default=True,
+    help="None: answers joined as they are; Line: each answer followed by a newline.",
+)
+@click.option(
+    "--run-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the model server keeps its files and logs [a temporary folder].",
+)
+def transform(
+    model: Path,
+    input_: str,
+    output: str,
+    content_type: str | None,
+    accept: str | None,
+    split_type: str,
+    batch_strategy: str | None,
+    max_payload_mb: int | None,
+    max_concurrent: int | None,
+    assemble_with: str,
+    run_dir: Path | None,
+) -> None:
+    """Run a batch transform job here: score every input object with the model server the
+    container runs, writing <input name>.out per object (SageMaker's semantics)."""
+    from scorer.local.transform import TransformJob, run_transform, stopped_by_signals
+
+    _logging("WARNING")
+    os.environ.setdefault(cfg.EMF, "false")
+    job = TransformJob(
+        model=model,
+        input=input_,
+        output=output,
+        content_type=content_type,
+        accept=accept,
+        split_type=split_type,
+        batch_strategy=batch_strategy,
+        max_payload_mb=max_payload_mb,
+        max_concurrent=max_concurrent,
+        assemble_with=assemble_with,
+        run_dir=run_dir,
+    )
+    click.echo(f"scorer transform: starting the model server for {model} ...", err=True)
+    with stopped_by_signals():
+        report = run_transform(job, os.environ, progress=_transform_progress)
+    for name in report.written:
+        click.echo(f"wrote {name}")
+    for name, reason in sorted(report.failed.items()):
+        click.echo(f"FAILED {name}: {reason}", err=True)
+    total = len(report.written) + len(report.failed)
+    click.echo(
+        f"{len(report.written)} of {total} input(s) transformed ({report.records} records, "
+        f"{report.requests} requests); {len(report.failed)} failed",
+        err=True,
+    )
+    raise SystemExit(0 if report.ok else 1)
+
+
+@contextlib.contextmanager
+def _transform_progress(total: int) -> Iterator[Callable[[str, str | None], None]]:
+    """A progress bar on a terminal (click's; nothing when stderr is not one)."""
+    import time
+
+    from scorer.local.transform import rate
+
+    started = time.monotonic()
+    counts = {"done": 0, "failed": 0}
+
+    def show(_item: object) -> str:
+        return f"{counts['failed']} failed, {rate(counts['done'], started)}"
+
+    with click.progressbar(
+        length=total, label="transform", item_show_func=show, file=sys.stderr
+    ) as bar:
+
+        def on_done(_name: str, error: str | None) -> None:
+            counts["done"] += 1
+            counts["failed"] += error is not None
+            bar.update(1)
+
+        yield on_done
 
 
 def main(argv: list[str] | None = None) -> int:

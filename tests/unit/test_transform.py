@@ -1,0 +1,124 @@
+"""scorer.local.transform without a model server: records, mini-batches, assembly, the
+settings a job runs with, and a job over a folder with a fake model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scorer.errors import ConfigError
+from scorer.local.transform import (
+    ExecutionSettings,
+    FolderStore,
+    TransformError,
+    TransformJob,
+    assemble,
+    mini_batches,
+    process_files,
+    resolve_settings,
+    split_records,
+)
+
+
+def test_line_split_drops_cr_and_blank_lines() -> None:
+    assert split_records(b'{"a":1}\r\n\n{"a":2}\n', "Line") == [b'{"a":1}', b'{"a":2}']
+    assert split_records(b"a\nb", "None") == [b"a\nb"]
+
+
+def test_single_record_is_one_request_per_record() -> None:
+    batches = list(mini_batches([b"a", b"bb", b"c"], "Line", "SINGLE_RECORD", 0))
+    assert batches == [(0, 0, b"a"), (1, 1, b"bb"), (2, 2, b"c")]
+
+
+def test_multi_record_packs_newline_terminated_records_up_to_the_limit() -> None:
+    records = [b"aaa", b"bbb", b"ccc", b"d"]  # 4, 4, 4, 2 bytes with their newlines
+    batches = list(mini_batches(records, "Line", "MULTI_RECORD", 8))
+    assert batches == [(0, 1, b"aaa\nbbb\n"), (2, 3, b"ccc\nd\n")]
+    assert list(mini_batches(records, "Line", "MULTI_RECORD", 0)) == [(0, 3, b"aaa\nbbb\nccc\nd\n")]
+
+
+def test_a_record_over_the_limit_fails() -> None:
+    with pytest.raises(TransformError, match="record 2 is 6 bytes"):
+        list(mini_batches([b"a", b"bbbbb"], "Line", "MULTI_RECORD", 4))
+    with pytest.raises(TransformError, match="the object is 5 bytes"):
+        list(mini_batches([b"bbbbb"], "None", "MULTI_RECORD", 4))
+
+
+def test_assemble_with_line_ends_each_answer_with_one_newline() -> None:
+    assert assemble([b"1", b"2\n"], "Line") == b"1\n2\n"
+    assert assemble([b"1", b"2\n"], "None") == b"12\n"
+
+
+def test_settings_come_from_the_job_then_execution_parameters_then_defaults(
+    tmp_path: Path,
+) -> None:
+    job = TransformJob(model=tmp_path, input="in", output="out")
+    answer = {"BatchStrategy": "SINGLE_RECORD", "MaxPayloadInMB": 2, "MaxConcurrentTransforms": 3}
+    assert resolve_settings(job, answer) == ExecutionSettings("SINGLE_RECORD", 2, 3)
+    assert resolve_settings(job, {"BatchStrategy": "SingleRecord"}).batch_strategy == (
+        "SINGLE_RECORD"
+    )
+    assert resolve_settings(job, None) == ExecutionSettings("MULTI_RECORD", 6, 1)
+    given = TransformJob(
+        model=tmp_path, input="in", output="out", batch_strategy="MultiRecord",
+        split_type="Line", max_payload_mb=1, max_concurrent=4,
+    )  # fmt: skip
+    assert resolve_settings(given, answer) == ExecutionSettings("MULTI_RECORD", 1, 4)
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"batch_strategy": "MultiRecord"}, "needs --split-type Line"),
+        ({"split_type": "RecordIO"}, "None or Line"),
+        ({"max_payload_mb": 101}, "0 to 100"),
+        ({"max_payload_mb": 20, "max_concurrent": 6}, "at most 100"),
+        ({"model": Path("no-such-model")}, "neither a model directory"),
+    ],
+)
+def test_jobs_that_cannot_run(tmp_path: Path, changes: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        TransformJob(**{"model": tmp_path, "input": "in", "output": "out", **changes})
+
+
+def fake_model(body: bytes) -> bytes:
+    """One JSON line per input line; 'bad' is a 400 as the model server answers it."""
+    if b"bad" in body:
+        raise TransformError('HTTP 400: {"type": "BadRequestError"}')
+    return b"".join(
+        json.dumps({"n": int(line)}).encode() + b"\n" for line in body.splitlines() if line
+    )
+
+
+def test_a_failing_file_gets_no_out_and_the_others_go_on(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    (source / "sub").mkdir(parents=True)
+    (source / "a.jsonl").write_text("1\n2\n3\n")
+    (source / "sub" / "b.jsonl").write_text("4\nbad\n6\n")
+    (source / ".hidden").write_text("7\n")
+    (source / "c.jsonl").write_text("8\n")
+    out = tmp_path / "out"
+    job = TransformJob(
+        model=tmp_path, input=str(source), output=str(out), split_type="Line",
+        batch_strategy="SingleRecord", assemble_with="Line",
+    )  # fmt: skip
+    seen: list[tuple[str, str | None]] = []
+    report = process_files(
+        FolderStore(source).names(),
+        FolderStore(source),
+        FolderStore(out),
+        job,
+        ExecutionSettings("SINGLE_RECORD", 6, 2),
+        fake_model,
+        lambda name, error: seen.append((name, error)),
+    )
+    assert report.written == ["a.jsonl.out", "c.jsonl.out"]
+    assert list(report.failed) == ["sub/b.jsonl"]
+    assert report.failed["sub/b.jsonl"].startswith("record 2: HTTP 400")
+    assert (out / "a.jsonl.out").read_text() == '{"n": 1}\n{"n": 2}\n{"n": 3}\n'
+    assert not (out / "sub").exists()
+    assert sorted(name for name, _ in seen) == ["a.jsonl", "c.jsonl", "sub/b.jsonl"]
+    assert (report.records, report.requests) == (4, 4)
