@@ -214,3 +214,79 @@ def check_component_archives(endpoint_name: str, archives: tuple[str, ...]) -> N
                 f"name {name!r}; rename one archive"
             )
         names[name] = key
+
+
+#: CaptureOption.CaptureMode; InputAndOutput is written as the two options Input and Output
+CAPTURE_MODES = ("Input", "Output", "InputAndOutput")
+#: CaptureContentTypeHeader: 1-10 content types of each kind, each at most 256 characters
+MAX_CAPTURE_CONTENT_TYPES = 10
+
+
+@dataclass(frozen=True)
+class DataCaptureSettings:
+    """``DataCaptureConfig``: what the endpoint records for model monitoring, and where."""
+
+    #: InitialSamplingPercentage; capture is on when it is given
+    percent: int | None = None
+    #: DestinationS3Uri (s3://bucket/prefix/); None: a bucket the stack creates
+    destination: str | None = None
+    mode: str | None = None
+    #: CaptureContentTypeHeader: bodies of these types are recorded as JSON / CSV text,
+    #: every other body base64-encoded
+    json_content_types: tuple[str, ...] | None = None
+    csv_content_types: tuple[str, ...] | None = None
+    kms_key_arn: str | None = None
+
+    DEFAULT_MODE = "InputAndOutput"
+    DEFAULT_JSON_CONTENT_TYPES = ("application/json",)
+
+    @property
+    def enabled(self) -> bool:
+        return self.percent is not None
+
+    def is_set(self) -> bool:
+        """Whether any data capture key was given."""
+        return _given(self)
+
+    @property
+    def capture_modes(self) -> tuple[str, ...]:
+        mode = self.mode or self.DEFAULT_MODE
+        return ("Input", "Output") if mode == "InputAndOutput" else (mode,)
+
+    @property
+    def json_types(self) -> tuple[str, ...]:
+        if self.json_content_types is None:
+            return () if self.csv_content_types else self.DEFAULT_JSON_CONTENT_TYPES
+        return self.json_content_types
+
+    @property
+    def csv_types(self) -> tuple[str, ...]:
+        return self.csv_content_types or ()
+
+    def check(self) -> None:
+        """Raise ValueError for a value DataCaptureConfig refuses."""
+        if not self.enabled:
+            if self.is_set():
+                raise ValueError(
+                    "the data_capture_* settings need data_capture_percent (the sampling "
+                    "percentage, 0-100), which turns data capture on"
+                )
+            return
+        assert self.percent is not None
+        if not 0 <= self.percent <= 100:
+            raise ValueError(f"data_capture_percent must lie in [0, 100], got {self.percent}")
+        if self.mode is not None and self.mode not in CAPTURE_MODES:
+            raise ValueError(
+                f"data_capture_mode must be one of {', '.join(CAPTURE_MODES)}, got {self.mode!r}"
+            )
+        for key, types in (
+            ("data_capture_json_content_types", self.json_types),
+            ("data_capture_csv_content_types", self.csv_types),
+        ):
+            if len(types) > MAX_CAPTURE_CONTENT_TYPES:
+                raise ValueError(f"{key}: at most {MAX_CAPTURE_CONTENT_TYPES} content types")
+            for content_type in types:
+                if "/" not in content_type or len(content_type) > 256:
+                    raise ValueError(f"{key}: {content_type!r} is not a content type")
+        if self.kms_key_arn is not None and not self.kms_key_arn.startswith("arn:"):
+            raise ValueError("data_capture_kms_key_arn must be a KMS key ARN")

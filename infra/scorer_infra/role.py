@@ -7,6 +7,7 @@ two actions that cannot be scoped to a resource: ``ecr:GetAuthorizationToken`` a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aws_cdk import Aws
@@ -104,6 +105,17 @@ def execution_role_statements(
     return statements
 
 
+def s3_prefix_statement(
+    sid: str, actions: Sequence[str], bucket: str, key_prefix: str
+) -> iam.PolicyStatement:
+    """Allow ``actions`` on the objects under ``s3://bucket/key_prefix`` (and nothing else)."""
+    return iam.PolicyStatement(
+        sid=sid,
+        actions=list(actions),
+        resources=[f"arn:{Aws.PARTITION}:s3:::{bucket}/{key_prefix}*"],
+    )
+
+
 def execution_role(
     scope: Construct,
     construct_id: str,
@@ -112,14 +124,19 @@ def execution_role(
     model_data: ModelDataAccess,
     endpoint_name: str,
     metrics_namespace: str,
+    extra: Sequence[iam.PolicyStatement] = (),
 ) -> iam.Role:
-    """An IAM role that SageMaker assumes to run the endpoint, with only an inline policy."""
+    """An IAM role that SageMaker assumes to run the endpoint, with only an inline policy.
+
+    ``extra`` are the statements a mode or option adds (data capture, async outputs).
+    """
     statements = execution_role_statements(
         image=image,
         model_data=model_data,
         endpoint_name=endpoint_name,
         metrics_namespace=metrics_namespace,
     )
+    statements.extend(extra)
     return iam.Role(
         scope,
         construct_id,

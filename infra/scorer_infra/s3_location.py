@@ -21,7 +21,7 @@ class S3Prefix:
         return f"s3://{self.bucket}/{self.key_prefix}"
 
 
-def parse_s3_prefix(url: str) -> S3Prefix:
+def parse_s3_prefix(url: str, key: str = "model_data_prefix") -> S3Prefix:
     """Parse ``s3://bucket/prefix/``; a missing trailing ``/`` is added.
 
     SageMaker appends the ``TargetModel`` to a multi-model ``ModelDataUrl``, so the prefix
@@ -32,14 +32,12 @@ def parse_s3_prefix(url: str) -> S3Prefix:
         ValueError: not an ``s3://`` URL with a valid bucket name.
     """
     if not url.startswith("s3://"):
-        raise ValueError(
-            f"model_data_prefix {url!r} is not an S3 URL; expected s3://bucket/prefix/"
-        )
+        raise ValueError(f"{key} {url!r} is not an S3 URL; expected s3://bucket/prefix/")
     bucket, _, key = url[len("s3://") :].partition("/")
     if not _BUCKET.match(bucket) or ".." in bucket:
-        raise ValueError(f"model_data_prefix {url!r} does not start with a valid bucket name")
+        raise ValueError(f"{key} {url!r} does not start with a valid bucket name")
     if key and not key.endswith("/"):
         key += "/"
     if key.startswith("/") or "//" in key:
-        raise ValueError(f"model_data_prefix {url!r} has an empty path segment")
+        raise ValueError(f"{key} {url!r} has an empty path segment")
     return S3Prefix(bucket=bucket, key_prefix=key)

@@ -18,6 +18,7 @@ from typing import Any
 
 from scorer_infra import container_env, emf_metrics
 from scorer_infra.hosting import (
+    DataCaptureSettings,
     InferenceComponentSettings,
     ServerlessSettings,
     check_component_archives,
@@ -168,6 +169,7 @@ class EndpointSettings:
     inference_components: InferenceComponentSettings = field(
         default_factory=InferenceComponentSettings
     )
+    data_capture: DataCaptureSettings = field(default_factory=DataCaptureSettings)
 
     def __post_init__(self) -> None:
         _check_serverless(self)
@@ -202,6 +204,7 @@ class EndpointSettings:
         _check_container_metrics(self.container_metrics)
         _check_model_alarms(self)
         _check_inference_components(self)
+        _check_data_capture(self)
 
     @property
     def image(self) -> EcrImage:
@@ -367,6 +370,20 @@ def _check_inference_components(s: EndpointSettings) -> None:
         raise ValueError(
             "ic_min_instances=0 (scale to zero) needs autoscaling: the components must scale "
             "to zero copies and a step policy must wake them; drop autoscaling=false"
+        )
+
+
+def _check_data_capture(s: EndpointSettings) -> None:
+    capture = s.data_capture
+    capture.check()
+    if capture.destination is not None:
+        parse_s3_prefix(capture.destination, key="data_capture_s3_uri")
+    if capture.enabled and s.mode is Mode.SERVERLESS:
+        raise ValueError(
+            "data capture is not supported on serverless endpoints (SageMaker developer "
+            "guide, Serverless Inference: unsupported features). Fix: drop "
+            "data_capture_percent, or deploy on instances with -c mode=gpu-self-managed "
+            "(or cpu-multi-model) to capture requests"
         )
 
 
@@ -661,6 +678,14 @@ def settings_from_context(get: ContextGetter, base_dir: Path | None = None) -> E
                 "serverless_max_provisioned_concurrency"
             ),
             target_utilization=ctx.optional_number("serverless_target_utilization"),
+        ),
+        data_capture=DataCaptureSettings(
+            percent=ctx.optional_integer("data_capture_percent"),
+            destination=ctx.text("data_capture_s3_uri"),
+            mode=ctx.text("data_capture_mode"),
+            json_content_types=ctx.text_list("data_capture_json_content_types") or None,
+            csv_content_types=ctx.text_list("data_capture_csv_content_types") or None,
+            kms_key_arn=ctx.text("data_capture_kms_key_arn"),
         ),
         inference_components=InferenceComponentSettings(
             archives=ctx.text_list("inference_components") or None,

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Annotations, CfnOutput, Stack, Token
+from aws_cdk import Annotations, CfnOutput, RemovalPolicy, Stack, Token
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
@@ -25,7 +27,8 @@ from scorer_infra.image import EcrImage
 from scorer_infra.instance_types import Hardware
 from scorer_infra.model_files import ModelFiles
 from scorer_infra.naming import content_name
-from scorer_infra.role import execution_role
+from scorer_infra.role import execution_role, s3_prefix_statement
+from scorer_infra.s3_location import S3Prefix, parse_s3_prefix
 from scorer_infra.scaling import (
     component_scaling,
     provisioned_concurrency_scaling,
@@ -34,6 +37,8 @@ from scorer_infra.scaling import (
 from scorer_infra.settings import EndpointSettings, Mode
 
 _IC = sagemaker.CfnInferenceComponent
+#: the key prefix of captured data in the bucket the stack creates for it
+DATA_CAPTURE_KEY_PREFIX = "data-capture/"
 
 
 class ScorerEndpointStack(Stack):
@@ -54,6 +59,11 @@ class ScorerEndpointStack(Stack):
         self._warn(image)
 
         self.model_files = ModelFiles(self, "ModelFiles", settings=settings)
+        self.data_capture_prefix: S3Prefix | None = None
+        extra: list[iam.PolicyStatement] = []
+        if settings.data_capture.enabled:
+            self.data_capture_prefix = self._data_capture_prefix()
+            extra += self._data_capture_statements(self.data_capture_prefix)
         self.role = execution_role(
             self,
             "ExecutionRole",
@@ -61,6 +71,7 @@ class ScorerEndpointStack(Stack):
             model_data=self.model_files.access,
             endpoint_name=settings.endpoint_name,
             metrics_namespace=settings.metrics_namespace,
+            extra=extra,
         )
 
         components = settings.mode is Mode.INFERENCE_COMPONENTS
@@ -71,6 +82,7 @@ class ScorerEndpointStack(Stack):
             model_name = self._model(image)
         variant = self._variant(model_name)
         metrics_config = self._metrics_config()
+        data_capture = self._data_capture_config()
         # the role is on the config only when no model carries it (inference components)
         role_arn = self.role.role_arn if components else None
         named_config: dict[str, Any] = {"variants": [variant]}
@@ -78,6 +90,8 @@ class ScorerEndpointStack(Stack):
             named_config["metrics"] = metrics_config
         if role_arn is not None:
             named_config["role"] = role_arn
+        if data_capture is not None:
+            named_config["data_capture"] = data_capture
         config_name = content_name(
             self,
             f"{settings.endpoint_name}-config",
@@ -91,6 +105,7 @@ class ScorerEndpointStack(Stack):
             production_variants=[variant],
             metrics_config=metrics_config,
             execution_role_arn=role_arn,
+            data_capture_config=data_capture,
         )
         if self.model is not None:
             self.endpoint_config.node.add_dependency(self.model)
@@ -247,6 +262,61 @@ class ScorerEndpointStack(Stack):
                 target, _ = component_scaling(self, f"Component{index}", settings, name)
                 target.node.add_dependency(component)
 
+    def _data_capture_prefix(self) -> S3Prefix:
+        """Where captured requests go: the given prefix, or a new private bucket's."""
+        given = self.settings.data_capture.destination
+        if given is not None:
+            return parse_s3_prefix(given, key="data_capture_s3_uri")
+        bucket = s3.Bucket(
+            self,
+            "DataCaptureBucket",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        return S3Prefix(bucket=bucket.bucket_name, key_prefix=DATA_CAPTURE_KEY_PREFIX)
+
+    def _data_capture_statements(self, prefix: S3Prefix) -> list[iam.PolicyStatement]:
+        capture = self.settings.data_capture
+        statements = [
+            s3_prefix_statement(
+                "WriteDataCapture", ["s3:PutObject"], prefix.bucket, prefix.key_prefix
+            )
+        ]
+        if capture.kms_key_arn is not None:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="EncryptDataCapture",
+                    actions=["kms:Encrypt", "kms:GenerateDataKey"],
+                    resources=[capture.kms_key_arn],
+                )
+            )
+        return statements
+
+    def _data_capture_config(self) -> sagemaker.CfnEndpointConfig.DataCaptureConfigProperty | None:
+        capture = self.settings.data_capture
+        if self.data_capture_prefix is None or capture.percent is None:
+            return None
+        json_types, csv_types = capture.json_types, capture.csv_types
+        header = None
+        if json_types or csv_types:
+            header = sagemaker.CfnEndpointConfig.CaptureContentTypeHeaderProperty(
+                json_content_types=list(json_types) or None,
+                csv_content_types=list(csv_types) or None,
+            )
+        return sagemaker.CfnEndpointConfig.DataCaptureConfigProperty(
+            enable_capture=True,
+            initial_sampling_percentage=capture.percent,
+            destination_s3_uri=self.data_capture_prefix.url,
+            capture_options=[
+                sagemaker.CfnEndpointConfig.CaptureOptionProperty(capture_mode=mode)
+                for mode in capture.capture_modes
+            ],
+            capture_content_type_header=header,
+            kms_key_id=capture.kms_key_arn,
+        )
+
     def _container(self, image: EcrImage) -> sagemaker.CfnModel.ContainerDefinitionProperty:
         settings = self.settings
         prefix_url = self.model_files.prefix.url
@@ -363,6 +433,18 @@ class ScorerEndpointStack(Stack):
                 "own model cache works, but mode cpu-multi-model lets SageMaker route and "
                 "cache models across instances",
             )
+        if settings.data_capture.enabled and settings.mode is not Mode.GPU_SELF_MANAGED:
+            annotations.add_warning_v2(
+                "scorer:data-capture-unconfirmed",
+                f"data capture with mode {settings.mode.value}: "
+                + (
+                    "SageMaker captures a multi-model endpoint's requests, but Model Monitor "
+                    "does not monitor multi-model endpoints; the records are for your own jobs"
+                    if settings.mode is Mode.CPU_MULTI_MODEL
+                    else "the developer guide documents capture for single-model real-time "
+                    "endpoints; whether SageMaker accepts it with this mode is not confirmed"
+                ),
+            )
         if settings.container_metrics.enabled:
             annotations.add_warning_v2(
                 "scorer:container-metrics-override",
@@ -385,6 +467,8 @@ class ScorerEndpointStack(Stack):
         CfnOutput(self, "ImageUri", value=image.uri)
         CfnOutput(self, "ModelDataPrefix", value=self.model_files.prefix.url)
         CfnOutput(self, "ExecutionRoleArn", value=self.role.role_arn)
+        if self.data_capture_prefix is not None:
+            CfnOutput(self, "DataCaptureUri", value=self.data_capture_prefix.url)
         if self.model_files.asset_model_name is not None:
             CfnOutput(
                 self,

@@ -321,6 +321,107 @@ def test_component_names_fit_sagemaker() -> None:
     assert len(component_name("e" * 60, "creative-v3.tar.gz")) == 63
 
 
+# --- data capture ------------------------------------------------------------------------
+
+CAPTURE = {
+    "data_capture_percent": "20",
+    "data_capture_s3_uri": "s3://creative-capture/scorer",
+    "data_capture_json_content_types": "application/json,application/jsonlines",
+    "data_capture_csv_content_types": "text/csv",
+}
+
+
+def execution_statements(s: Synth) -> dict[str, dict[str, Any]]:
+    (role,) = s.resources("AWS::IAM::Role").values()
+    (policy,) = role["Policies"]
+    return {st["Sid"]: st for st in policy["PolicyDocument"]["Statement"]}
+
+
+def test_data_capture_on_a_real_time_endpoint(synth: Any) -> None:
+    s = synth(mode="gpu-self-managed", model_data_prefix=PREFIX, **CAPTURE)
+    capture = s.one("AWS::SageMaker::EndpointConfig")["DataCaptureConfig"]
+    assert capture == {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": 20,
+        "DestinationS3Uri": "s3://creative-capture/scorer/",
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {
+            "JsonContentTypes": ["application/json", "application/jsonlines"],
+            "CsvContentTypes": ["text/csv"],
+        },
+    }
+    write = execution_statements(s)["WriteDataCapture"]
+    assert write["Action"] == "s3:PutObject"
+    assert write["Resource"] == {
+        "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::creative-capture/scorer/*"]]
+    }
+    assert s.template["Outputs"]["DataCaptureUri"]["Value"] == "s3://creative-capture/scorer/"
+
+
+def test_data_capture_changes_the_endpoint_config_name(synth: Any) -> None:
+    without = synth(mode="gpu-self-managed", model_data_prefix=PREFIX)
+    with_capture = synth(mode="gpu-self-managed", model_data_prefix=PREFIX, **CAPTURE)
+    name = "EndpointConfigName"
+    assert (
+        without.one("AWS::SageMaker::EndpointConfig")[name]
+        != with_capture.one("AWS::SageMaker::EndpointConfig")[name]
+    )
+    assert "DataCaptureConfig" not in without.one("AWS::SageMaker::EndpointConfig")
+    assert "WriteDataCapture" not in execution_statements(without)
+
+
+def test_data_capture_defaults_to_a_new_bucket_input_only_json(synth: Any) -> None:
+    s = synth(data_capture_percent="100", data_capture_mode="Input")
+    capture = s.one("AWS::SageMaker::EndpointConfig")["DataCaptureConfig"]
+    bucket_id = next(k for k in s.resources("AWS::S3::Bucket") if k.startswith("DataCapture"))
+    assert capture["DestinationS3Uri"] == {
+        "Fn::Join": ["", ["s3://", {"Ref": bucket_id}, "/data-capture/"]]
+    }
+    assert capture["CaptureOptions"] == [{"CaptureMode": "Input"}]
+    assert capture["CaptureContentTypeHeader"] == {"JsonContentTypes": ["application/json"]}
+    assert s.template["Resources"][bucket_id]["DeletionPolicy"] == "Retain"
+
+
+def test_data_capture_on_a_multi_model_endpoint_warns_about_model_monitor(synth: Any) -> None:
+    from aws_cdk.assertions import Annotations, Match
+
+    s = synth(model_data_prefix=PREFIX, **CAPTURE)
+    assert (
+        s.one("AWS::SageMaker::EndpointConfig")["DataCaptureConfig"]["InitialSamplingPercentage"]
+        == 20
+    )
+    Annotations.from_stack(s.stack).has_warning(
+        "*", Match.string_like_regexp("Model Monitor does not monitor multi-model endpoints")
+    )
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"mode": "serverless"}, "data capture is not supported on serverless endpoints"),
+        ({"data_capture_percent": "101"}, "data_capture_percent must lie in [0, 100]"),
+        ({"data_capture_mode": "Both"}, "data_capture_mode must be one of"),
+        (
+            {"data_capture_s3_uri": "capture/bucket"},
+            "data_capture_s3_uri 'capture/bucket' is not an S3 URL",
+        ),
+        ({"data_capture_csv_content_types": "csv"}, "'csv' is not a content type"),
+    ],
+)
+def test_data_capture_refusals(context: dict[str, Any], message: str) -> None:
+    assert message in refused(**{**CAPTURE, **context})
+
+
+def test_data_capture_keys_without_a_percentage_are_refused() -> None:
+    assert "need data_capture_percent" in refused(data_capture_s3_uri="s3://creative-capture/x/")
+
+
+def test_serverless_refusal_names_the_fix() -> None:
+    message = refused(mode="serverless", data_capture_percent="10")
+    assert "Fix: drop data_capture_percent" in message
+    assert "-c mode=gpu-self-managed" in message
+
+
 # --- CloudFormation validity -------------------------------------------------------------
 
 
@@ -332,8 +433,22 @@ def test_component_names_fit_sagemaker() -> None:
         COMPONENTS,
         {**COMPONENTS, "ic_min_instances": "0"},
         {**COMPONENTS, "instance_type": "ml.c5.4xlarge"},
+        {**COMPONENTS, **CAPTURE},
+        {"mode": "gpu-self-managed", "model_data_prefix": PREFIX, **CAPTURE},
+        {"model_data_prefix": PREFIX, **CAPTURE},
+        {"data_capture_percent": "100", "data_capture_mode": "Input"},
     ],
-    ids=["serverless", "serverless-provisioned", "components", "components-zero", "components-cpu"],
+    ids=[
+        "serverless",
+        "serverless-provisioned",
+        "components",
+        "components-zero",
+        "components-cpu",
+        "components-capture",
+        "gpu-capture",
+        "cpu-capture",
+        "capture-own-bucket",
+    ],
 )
 def test_mode_templates_pass_cfn_lint(synth: Any, context: dict[str, Any]) -> None:
     assert lint(synth(**context)) == []
