@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from starlette.routing import Route
 
 from scorer.cache.settings import CacheSettings
 from scorer.errors import ConfigError
-from scorer.local.asynchronous import AsyncInference
+from scorer.local.asynchronous import AsyncInference, AsyncJob
 from scorer.local.settings import LocalSettings, load_local_settings
 from scorer.modelserver.client import Invocation
 
@@ -212,3 +213,42 @@ def test_settings_from_the_environment() -> None:
     assert local.async_output_path == OUTPUT
     assert local.async_failure_path == "s3://bucket/failed/"
     assert local.async_max_concurrency == 2
+
+
+def _job(**changes: Any) -> AsyncJob:
+    values: dict[str, Any] = {
+        "inference_id": "t",
+        "input_location": None,
+        "body": b"hello",
+        "content_type": "text/plain",
+        "accept": None,
+        "custom_attributes": None,
+        "ttl_seconds": 60,
+        "timeout_seconds": 900,
+        "output_location": f"{OUTPUT}t.out",
+        "failure_location": f"{OUTPUT}t-error.out",
+        "received": time.monotonic(),
+        **changes,
+    }
+    return AsyncJob(**values)
+
+
+def test_a_request_past_its_ttl_is_written_as_expired() -> None:
+    store = FakeS3()
+    asynchronous = AsyncInference(settings(), _echo, lambda: store)
+    asyncio.run(asynchronous._run(_job(received=time.monotonic() - 61)))
+    assert "bucket/out/t.out" not in store.objects
+    assert b"expired" in store.objects["bucket/out/t-error.out"]
+    assert b"RequestTTLSeconds (60 s)" in store.objects["bucket/out/t-error.out"]
+
+
+def test_an_invocation_past_its_timeout_is_written_as_a_failure() -> None:
+    async def never(_invocation: Invocation) -> httpx.Response:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    store = FakeS3()
+    asynchronous = AsyncInference(settings(), never, lambda: store)
+    asyncio.run(asynchronous._run(_job(timeout_seconds=1)))
+    assert b"InvocationTimeoutSeconds (1 s)" in store.objects["bucket/out/t-error.out"]
+    assert "bucket/out/t.out" not in store.objects
