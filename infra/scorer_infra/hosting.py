@@ -290,3 +290,79 @@ class DataCaptureSettings:
                     raise ValueError(f"{key}: {content_type!r} is not a content type")
         if self.kms_key_arn is not None and not self.kms_key_arn.startswith("arn:"):
             raise ValueError("data_capture_kms_key_arn must be a KMS key ARN")
+
+
+#: AsyncInferenceClientConfig.MaxConcurrentInvocationsPerInstance: 1-1000
+MAX_ASYNC_CONCURRENCY = 1000
+_SNS_TOPIC_ARN = re.compile(r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}(\.fifo)?$")
+
+
+@dataclass(frozen=True)
+class AsyncSettings:
+    """``AsyncInferenceConfig`` and the backlog autoscaling of an async endpoint."""
+
+    #: S3OutputPath (required in mode async)
+    output_path: str | None = None
+    #: S3FailurePath
+    failure_path: str | None = None
+    #: where callers put the inputs (InputLocation); None: ``async-input/`` in the
+    #: output bucket. The role may read only there.
+    input_path: str | None = None
+    success_topic_arn: str | None = None
+    error_topic_arn: str | None = None
+    #: NotificationConfig.IncludeInferenceResponseIn for the topics given (<= 128 KB answers)
+    include_response: bool | None = None
+    max_concurrent_invocations: int | None = None
+    #: ApproximateBacklogSizePerInstance target
+    target_backlog_per_instance: float | None = None
+
+    DEFAULT_INPUT_KEY_PREFIX = "async-input/"
+    DEFAULT_TARGET_BACKLOG = 5.0
+
+    def is_set(self) -> bool:
+        """Whether any async key was given."""
+        return _given(self)
+
+    @property
+    def target_backlog(self) -> float:
+        if self.target_backlog_per_instance is None:
+            return self.DEFAULT_TARGET_BACKLOG
+        return self.target_backlog_per_instance
+
+    def check(self) -> None:
+        """Raise ValueError for a value AsyncInferenceConfig refuses (mode async)."""
+        if self.output_path is None:
+            raise ValueError(
+                "mode async needs async_output_path, the S3 prefix SageMaker writes the "
+                "answers to, e.g. -c async_output_path=s3://my-bucket/scorer-async/output/"
+            )
+        for key, arn in (
+            ("async_success_topic_arn", self.success_topic_arn),
+            ("async_error_topic_arn", self.error_topic_arn),
+        ):
+            if arn is not None and not _SNS_TOPIC_ARN.match(arn):
+                raise ValueError(f"{key} {arn!r} is not an SNS topic ARN")
+        if self.include_response and not (self.success_topic_arn or self.error_topic_arn):
+            raise ValueError(
+                "async_include_response puts answers into the SNS notifications; give "
+                "async_success_topic_arn or async_error_topic_arn"
+            )
+        concurrency = self.max_concurrent_invocations
+        if concurrency is not None and not 1 <= concurrency <= MAX_ASYNC_CONCURRENCY:
+            raise ValueError(
+                f"async_max_concurrent_invocations must lie in [1, {MAX_ASYNC_CONCURRENCY}], "
+                f"got {concurrency}"
+            )
+        if self.target_backlog <= 0:
+            raise ValueError("async_target_backlog_per_instance must be positive")
+
+
+@dataclass(frozen=True)
+class TransformSettings:
+    """What the execution role may read and write for ``CreateTransformJob`` on the model."""
+
+    input_path: str | None = None
+    output_path: str | None = None
+
+    def is_set(self) -> bool:
+        return _given(self)

@@ -206,3 +206,92 @@ def component_scaling(
         )
         created += [wake, alarm]
     return target, created
+
+
+BACKLOG_PER_INSTANCE_METRIC = "ApproximateBacklogSizePerInstance"
+#: 1 while requests are queued and the endpoint has no instance (AWS/SageMaker, EndpointName)
+BACKLOG_WITHOUT_CAPACITY_METRIC = "HasBacklogWithoutCapacity"
+
+
+def async_scaling(scope: Construct, settings: EndpointSettings) -> appscaling.CfnScalableTarget:
+    """Scale an async endpoint on its queue, down to ``min_instances`` (default 0).
+
+    The SageMaker developer guide's recipe ("Autoscale an asynchronous endpoint"): target
+    tracking on ``ApproximateBacklogSizePerInstance`` (AWS/SageMaker, Average, dimension
+    EndpointName) and, at zero instances, where there is no per-instance backlog to track,
+    a step policy that adds an instance when ``HasBacklogWithoutCapacity`` reaches 1.
+    """
+    scaling = settings.scaling
+    name = settings.endpoint_name
+    target = appscaling.CfnScalableTarget(
+        scope,
+        "ScalableTarget",
+        service_namespace="sagemaker",
+        scalable_dimension=SCALABLE_DIMENSION,
+        resource_id=variant_resource_id(name, settings.variant_name),
+        min_capacity=scaling.min_instances,
+        max_capacity=scaling.max_instances,
+    )
+    appscaling.CfnScalingPolicy(
+        scope,
+        "ScalingPolicy",
+        policy_name=f"{name}-backlog-per-instance",
+        policy_type="TargetTrackingScaling",
+        scaling_target_id=target.ref,
+        target_tracking_scaling_policy_configuration=(
+            appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
+                target_value=settings.asynchronous.target_backlog,
+                customized_metric_specification=(
+                    appscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
+                        namespace="AWS/SageMaker",
+                        metric_name=BACKLOG_PER_INSTANCE_METRIC,
+                        dimensions=[
+                            appscaling.CfnScalingPolicy.MetricDimensionProperty(
+                                name="EndpointName", value=name
+                            )
+                        ],
+                        statistic="Average",
+                    )
+                ),
+                scale_in_cooldown=scaling.scale_in_cooldown_seconds,
+                scale_out_cooldown=scaling.scale_out_cooldown_seconds,
+            )
+        ),
+    )
+    if scaling.min_instances == 0:
+        wake = appscaling.CfnScalingPolicy(
+            scope,
+            "WakePolicy",
+            policy_name=f"{name}-wake-on-backlog",
+            policy_type="StepScaling",
+            scaling_target_id=target.ref,
+            step_scaling_policy_configuration=(
+                appscaling.CfnScalingPolicy.StepScalingPolicyConfigurationProperty(
+                    adjustment_type="ChangeInCapacity",
+                    metric_aggregation_type="Average",
+                    cooldown=scaling.scale_out_cooldown_seconds,
+                    step_adjustments=[
+                        appscaling.CfnScalingPolicy.StepAdjustmentProperty(
+                            metric_interval_lower_bound=0, scaling_adjustment=1
+                        )
+                    ],
+                )
+            ),
+        )
+        cloudwatch.CfnAlarm(
+            scope,
+            "WakeAlarm",
+            alarm_name=f"{name}-backlog-without-capacity",
+            alarm_description=f"{name}: requests are queued and no instance runs: add one",
+            namespace="AWS/SageMaker",
+            metric_name=BACKLOG_WITHOUT_CAPACITY_METRIC,
+            dimensions=[cloudwatch.CfnAlarm.DimensionProperty(name="EndpointName", value=name)],
+            statistic="Average",
+            period=60,
+            evaluation_periods=1,
+            threshold=1,
+            comparison_operator="GreaterThanOrEqualToThreshold",
+            treat_missing_data="notBreaching",
+            alarm_actions=[wake.ref],
+        )
+    return target

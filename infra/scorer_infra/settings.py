@@ -18,9 +18,11 @@ from typing import Any
 
 from scorer_infra import container_env, emf_metrics
 from scorer_infra.hosting import (
+    AsyncSettings,
     DataCaptureSettings,
     InferenceComponentSettings,
     ServerlessSettings,
+    TransformSettings,
     check_component_archives,
 )
 from scorer_infra.image import EcrImage, default_ecr_image, parse_ecr_image_uri, read_image_detail
@@ -44,16 +46,19 @@ class Mode(enum.Enum):
     #: one inference component per model archive, each served through the single-model
     #: contract, on instances SageMaker scales (ManagedInstanceScaling)
     INFERENCE_COMPONENTS = "inference-components"
+    #: asynchronous endpoint (AsyncInferenceConfig): queued, S3 in and out, scales to zero
+    ASYNC = "async"
 
 
 #: modes whose container loads models from the prefix itself (SCORER_MODEL_PREFIX)
-SELF_MANAGED_MODES = frozenset({Mode.GPU_SELF_MANAGED, Mode.SERVERLESS})
+SELF_MANAGED_MODES = frozenset({Mode.GPU_SELF_MANAGED, Mode.SERVERLESS, Mode.ASYNC})
 
 
 DEFAULT_INSTANCE_TYPES: Mapping[Mode, str] = {
     Mode.CPU_MULTI_MODEL: "ml.c5.2xlarge",
     Mode.GPU_SELF_MANAGED: "ml.g5.xlarge",
     Mode.INFERENCE_COMPONENTS: "ml.g5.xlarge",
+    Mode.ASYNC: "ml.c5.2xlarge",
 }
 TRAFFIC_ROUTINGS = ("ALL_AT_ONCE", "CANARY", "LINEAR")
 #: MetricsConfig.MetricPublishFrequencyInSeconds (SageMaker API, CloudFormation schema)
@@ -170,6 +175,8 @@ class EndpointSettings:
         default_factory=InferenceComponentSettings
     )
     data_capture: DataCaptureSettings = field(default_factory=DataCaptureSettings)
+    asynchronous: AsyncSettings = field(default_factory=AsyncSettings)
+    transform: TransformSettings = field(default_factory=TransformSettings)
 
     def __post_init__(self) -> None:
         _check_serverless(self)
@@ -205,6 +212,8 @@ class EndpointSettings:
         _check_model_alarms(self)
         _check_inference_components(self)
         _check_data_capture(self)
+        _check_async(self)
+        _check_transform(self)
 
     @property
     def image(self) -> EcrImage:
@@ -373,6 +382,52 @@ def _check_inference_components(s: EndpointSettings) -> None:
         )
 
 
+def _check_async(s: EndpointSettings) -> None:
+    settings = s.asynchronous
+    if s.mode is not Mode.ASYNC:
+        if settings.is_set():
+            raise ValueError(
+                f"the async_* settings apply only with -c mode=async, not mode {s.mode.value}"
+                + (
+                    ": SageMaker asynchronous inference does not support multi-model "
+                    "endpoints (InvokeEndpointAsync has no TargetModel). Fix: -c mode=async, "
+                    "a single-model endpoint whose container serves the models under "
+                    "model_data_prefix (default_model, or target_model in CustomAttributes)"
+                    if s.mode is Mode.CPU_MULTI_MODEL
+                    else ""
+                )
+            )
+        return
+    settings.check()
+    for key, url in (
+        ("async_output_path", settings.output_path),
+        ("async_failure_path", settings.failure_path),
+        ("async_input_path", settings.input_path),
+    ):
+        if url is not None:
+            parse_s3_prefix(url, key=key)
+
+
+def _check_transform(s: EndpointSettings) -> None:
+    transform = s.transform
+    if not transform.is_set():
+        return
+    if s.mode not in SELF_MANAGED_MODES:
+        raise ValueError(
+            f"transform_input_path/transform_output_path prepare the stack's model for batch "
+            f"transform, which runs a single-model container; mode {s.mode.value} has "
+            + (
+                "a multi-model model. Fix: -c mode=gpu-self-managed or -c mode=async"
+                if s.mode is Mode.CPU_MULTI_MODEL
+                else "no model. Fix: -c mode=gpu-self-managed or -c mode=async"
+            )
+        )
+    if transform.input_path is None or transform.output_path is None:
+        raise ValueError("give both transform_input_path and transform_output_path")
+    parse_s3_prefix(transform.input_path, key="transform_input_path")
+    parse_s3_prefix(transform.output_path, key="transform_output_path")
+
+
 def _check_data_capture(s: EndpointSettings) -> None:
     capture = s.data_capture
     capture.check()
@@ -461,10 +516,12 @@ def _check_counts(s: EndpointSettings) -> None:
     scaling = s.scaling
     if s.initial_instance_count < 1:
         raise ValueError("initial_instance_count must be at least 1")
-    if not 1 <= scaling.min_instances <= scaling.max_instances:
+    lowest = 0 if s.mode is Mode.ASYNC else 1  # only an async endpoint scales to zero
+    if not lowest <= scaling.min_instances <= scaling.max_instances or scaling.max_instances < 1:
         raise ValueError(
-            f"need 1 <= min_instances <= max_instances, got {scaling.min_instances} and "
+            f"need {lowest} <= min_instances <= max_instances, got {scaling.min_instances} and "
             f"{scaling.max_instances}"
+            + (" (min_instances 0, scale to zero, needs -c mode=async)" if lowest else "")
         )
     if scaling.enabled and not (
         scaling.min_instances <= s.initial_instance_count <= scaling.max_instances
@@ -619,7 +676,10 @@ def settings_from_context(get: ContextGetter, base_dir: Path | None = None) -> E
         ),
         scaling=ScalingSettings(
             enabled=ctx.boolean("autoscaling", d_scaling.enabled),
-            min_instances=ctx.integer("min_instances", d_scaling.min_instances),
+            # an async endpoint scales to zero unless told otherwise
+            min_instances=ctx.integer(
+                "min_instances", 0 if mode is Mode.ASYNC else d_scaling.min_instances
+            ),
             max_instances=ctx.integer("max_instances", d_scaling.max_instances),
             target_invocations_per_instance=ctx.number(
                 "target_invocations_per_instance", d_scaling.target_invocations_per_instance
@@ -678,6 +738,20 @@ def settings_from_context(get: ContextGetter, base_dir: Path | None = None) -> E
                 "serverless_max_provisioned_concurrency"
             ),
             target_utilization=ctx.optional_number("serverless_target_utilization"),
+        ),
+        asynchronous=AsyncSettings(
+            output_path=ctx.text("async_output_path"),
+            failure_path=ctx.text("async_failure_path"),
+            input_path=ctx.text("async_input_path"),
+            success_topic_arn=ctx.text("async_success_topic_arn"),
+            error_topic_arn=ctx.text("async_error_topic_arn"),
+            include_response=ctx.optional_boolean("async_include_response"),
+            max_concurrent_invocations=ctx.optional_integer("async_max_concurrent_invocations"),
+            target_backlog_per_instance=ctx.optional_number("async_target_backlog_per_instance"),
+        ),
+        transform=TransformSettings(
+            input_path=ctx.text("transform_input_path"),
+            output_path=ctx.text("transform_output_path"),
         ),
         data_capture=DataCaptureSettings(
             percent=ctx.optional_integer("data_capture_percent"),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Annotations, CfnOutput, RemovalPolicy, Stack, Token
+from aws_cdk import Annotations, Aws, CfnOutput, RemovalPolicy, Stack, Token
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
@@ -30,6 +30,7 @@ from scorer_infra.naming import content_name
 from scorer_infra.role import execution_role, s3_prefix_statement
 from scorer_infra.s3_location import S3Prefix, parse_s3_prefix
 from scorer_infra.scaling import (
+    async_scaling,
     component_scaling,
     provisioned_concurrency_scaling,
     variant_scaling,
@@ -37,6 +38,13 @@ from scorer_infra.scaling import (
 from scorer_infra.settings import EndpointSettings, Mode
 
 _IC = sagemaker.CfnInferenceComponent
+
+
+def _url(url: str | None, key: str) -> str | None:
+    """An S3 prefix as given, normalised to end with ``/`` (None stays None)."""
+    return None if url is None else parse_s3_prefix(url, key=key).url
+
+
 #: the key prefix of captured data in the bucket the stack creates for it
 DATA_CAPTURE_KEY_PREFIX = "data-capture/"
 
@@ -64,6 +72,11 @@ class ScorerEndpointStack(Stack):
         if settings.data_capture.enabled:
             self.data_capture_prefix = self._data_capture_prefix()
             extra += self._data_capture_statements(self.data_capture_prefix)
+        self.async_input_prefix: S3Prefix | None = None
+        if settings.mode is Mode.ASYNC:
+            extra += self._async_statements()
+        if settings.transform.is_set():
+            extra += self._transform_statements()
         self.role = execution_role(
             self,
             "ExecutionRole",
@@ -83,6 +96,7 @@ class ScorerEndpointStack(Stack):
         variant = self._variant(model_name)
         metrics_config = self._metrics_config()
         data_capture = self._data_capture_config()
+        async_config = self._async_config()
         # the role is on the config only when no model carries it (inference components)
         role_arn = self.role.role_arn if components else None
         named_config: dict[str, Any] = {"variants": [variant]}
@@ -92,6 +106,8 @@ class ScorerEndpointStack(Stack):
             named_config["role"] = role_arn
         if data_capture is not None:
             named_config["data_capture"] = data_capture
+        if async_config is not None:
+            named_config["async"] = async_config
         config_name = content_name(
             self,
             f"{settings.endpoint_name}-config",
@@ -106,6 +122,7 @@ class ScorerEndpointStack(Stack):
             metrics_config=metrics_config,
             execution_role_arn=role_arn,
             data_capture_config=data_capture,
+            async_inference_config=async_config,
         )
         if self.model is not None:
             self.endpoint_config.node.add_dependency(self.model)
@@ -138,6 +155,9 @@ class ScorerEndpointStack(Stack):
             if settings.scaling.enabled and settings.serverless.provisioned_concurrency:
                 target, _ = provisioned_concurrency_scaling(self, settings)
                 target.node.add_dependency(self.endpoint)
+        elif settings.mode is Mode.ASYNC:
+            if settings.scaling.enabled:
+                async_scaling(self, settings).node.add_dependency(self.endpoint)
         elif settings.scaling.enabled:
             target, _ = variant_scaling(self, settings)
             target.node.add_dependency(self.endpoint)
@@ -261,6 +281,97 @@ class ScorerEndpointStack(Stack):
             if settings.scaling.enabled:
                 target, _ = component_scaling(self, f"Component{index}", settings, name)
                 target.node.add_dependency(component)
+
+    def _async_statements(self) -> list[iam.PolicyStatement]:
+        """Read the inputs, write answers and failures, publish the notifications."""
+        config = self.settings.asynchronous
+        assert config.output_path is not None  # checked in settings
+        output = parse_s3_prefix(config.output_path, key="async_output_path")
+        if config.input_path is not None:
+            self.async_input_prefix = parse_s3_prefix(config.input_path, key="async_input_path")
+        else:
+            self.async_input_prefix = S3Prefix(output.bucket, config.DEFAULT_INPUT_KEY_PREFIX)
+        source = self.async_input_prefix
+        statements = [
+            s3_prefix_statement(
+                "ReadAsyncInput", ["s3:GetObject"], source.bucket, source.key_prefix
+            ),
+            s3_prefix_statement(
+                "WriteAsyncOutput", ["s3:PutObject"], output.bucket, output.key_prefix
+            ),
+        ]
+        if config.failure_path is not None:
+            failure = parse_s3_prefix(config.failure_path, key="async_failure_path")
+            statements.append(
+                s3_prefix_statement(
+                    "WriteAsyncFailure", ["s3:PutObject"], failure.bucket, failure.key_prefix
+                )
+            )
+        topics = sorted({t for t in (config.success_topic_arn, config.error_topic_arn) if t})
+        if topics:
+            statements.append(
+                iam.PolicyStatement(
+                    sid="PublishAsyncNotifications", actions=["sns:Publish"], resources=topics
+                )
+            )
+        return statements
+
+    def _async_config(self) -> sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty | None:
+        config = self.settings.asynchronous
+        if self.settings.mode is not Mode.ASYNC:
+            return None
+        notification = None
+        if config.success_topic_arn or config.error_topic_arn:
+            include = [
+                topic_kind
+                for topic_kind, arn in (
+                    ("SUCCESS_NOTIFICATION_TOPIC", config.success_topic_arn),
+                    ("ERROR_NOTIFICATION_TOPIC", config.error_topic_arn),
+                )
+                if arn and config.include_response
+            ]
+            notification = sagemaker.CfnEndpointConfig.AsyncInferenceNotificationConfigProperty(
+                success_topic=config.success_topic_arn,
+                error_topic=config.error_topic_arn,
+                include_inference_response_in=include or None,
+            )
+        client = None
+        if config.max_concurrent_invocations is not None:
+            client = sagemaker.CfnEndpointConfig.AsyncInferenceClientConfigProperty(
+                max_concurrent_invocations_per_instance=config.max_concurrent_invocations
+            )
+        return sagemaker.CfnEndpointConfig.AsyncInferenceConfigProperty(
+            output_config=sagemaker.CfnEndpointConfig.AsyncInferenceOutputConfigProperty(
+                s3_output_path=_url(config.output_path, "async_output_path"),
+                s3_failure_path=_url(config.failure_path, "async_failure_path"),
+                notification_config=notification,
+            ),
+            client_config=client,
+        )
+
+    def _transform_statements(self) -> list[iam.PolicyStatement]:
+        """What a transform job on the stack's model needs: read the input, write the output."""
+        transform = self.settings.transform
+        assert transform.input_path is not None and transform.output_path is not None
+        source = parse_s3_prefix(transform.input_path, key="transform_input_path")
+        target = parse_s3_prefix(transform.output_path, key="transform_output_path")
+        return [
+            s3_prefix_statement(
+                "ReadTransformInput", ["s3:GetObject"], source.bucket, source.key_prefix
+            ),
+            iam.PolicyStatement(
+                sid="ListTransformInput",
+                actions=["s3:ListBucket"],
+                resources=[f"arn:{Aws.PARTITION}:s3:::{source.bucket}"],
+                conditions={"StringLike": {"s3:prefix": [f"{source.key_prefix}*"]}},
+            ),
+            s3_prefix_statement(
+                "WriteTransformOutput",
+                ["s3:PutObject", "s3:AbortMultipartUpload"],
+                target.bucket,
+                target.key_prefix,
+            ),
+        ]
 
     def _data_capture_prefix(self) -> S3Prefix:
         """Where captured requests go: the given prefix, or a new private bucket's."""
@@ -469,6 +580,20 @@ class ScorerEndpointStack(Stack):
         CfnOutput(self, "ExecutionRoleArn", value=self.role.role_arn)
         if self.data_capture_prefix is not None:
             CfnOutput(self, "DataCaptureUri", value=self.data_capture_prefix.url)
+        if self.model is not None and self.model.model_name is not None:
+            CfnOutput(
+                self,
+                "ModelName",
+                value=self.model.model_name,
+                description="the SageMaker model (CreateTransformJob --model-name)",
+            )
+        if self.async_input_prefix is not None:
+            CfnOutput(
+                self,
+                "AsyncInputPrefix",
+                value=self.async_input_prefix.url,
+                description="where InvokeEndpointAsync inputs go (the role may read only here)",
+            )
         if self.model_files.asset_model_name is not None:
             CfnOutput(
                 self,

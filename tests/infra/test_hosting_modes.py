@@ -422,6 +422,171 @@ def test_serverless_refusal_names_the_fix() -> None:
     assert "-c mode=gpu-self-managed" in message
 
 
+# --- async inference and batch transform -------------------------------------------------
+
+ASYNC = {
+    "mode": "async",
+    "model_data_prefix": PREFIX,
+    "default_model": "creative-v3.tar.gz",
+    "async_output_path": "s3://scorer-async/output",
+    "async_failure_path": "s3://scorer-async/failed/",
+    "async_max_concurrent_invocations": "4",
+}
+TOPIC_OK = f"arn:aws:sns:eu-west-1:{ACCOUNT}:scorer-async-ok"
+TOPIC_ERROR = f"arn:aws:sns:eu-west-1:{ACCOUNT}:scorer-async-error"
+
+
+def s3_arn(resource: str) -> dict[str, Any]:
+    return {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::{resource}"]]}
+
+
+def test_async_endpoint_config(synth: Any) -> None:
+    s = synth(**ASYNC)
+    config = s.one("AWS::SageMaker::EndpointConfig")["AsyncInferenceConfig"]
+    assert config == {
+        "OutputConfig": {
+            "S3OutputPath": "s3://scorer-async/output/",
+            "S3FailurePath": "s3://scorer-async/failed/",
+        },
+        "ClientConfig": {"MaxConcurrentInvocationsPerInstance": 4},
+    }
+    container = s.one("AWS::SageMaker::Model")["PrimaryContainer"]
+    # async has no multi-model: the single-model container and its own cache
+    assert container["Mode"] == "SingleModel"
+    assert container["Environment"]["SCORER_DEFAULT_MODEL"] == "creative-v3.tar.gz"
+    assert s.variant()["InstanceType"] == "ml.c5.2xlarge"
+
+
+def test_async_role_reads_inputs_and_writes_outputs_only_there(synth: Any) -> None:
+    statements = execution_statements(synth(**ASYNC))
+    assert statements["ReadAsyncInput"]["Action"] == "s3:GetObject"
+    assert statements["ReadAsyncInput"]["Resource"] == s3_arn("scorer-async/async-input/*")
+    assert statements["WriteAsyncOutput"]["Action"] == "s3:PutObject"
+    assert statements["WriteAsyncOutput"]["Resource"] == s3_arn("scorer-async/output/*")
+    assert statements["WriteAsyncFailure"]["Resource"] == s3_arn("scorer-async/failed/*")
+    assert "PublishAsyncNotifications" not in statements
+    outputs = synth(**ASYNC).template["Outputs"]
+    assert outputs["AsyncInputPrefix"]["Value"] == "s3://scorer-async/async-input/"
+
+
+def test_async_notifications(synth: Any) -> None:
+    s = synth(
+        **ASYNC,
+        async_input_path="s3://scorer-inbox/creatives/",
+        async_success_topic_arn=TOPIC_OK,
+        async_error_topic_arn=TOPIC_ERROR,
+        async_include_response="true",
+    )
+    output = s.one("AWS::SageMaker::EndpointConfig")["AsyncInferenceConfig"]["OutputConfig"]
+    assert output["NotificationConfig"] == {
+        "SuccessTopic": TOPIC_OK,
+        "ErrorTopic": TOPIC_ERROR,
+        "IncludeInferenceResponseIn": ["SUCCESS_NOTIFICATION_TOPIC", "ERROR_NOTIFICATION_TOPIC"],
+    }
+    statements = execution_statements(s)
+    assert statements["PublishAsyncNotifications"]["Action"] == "sns:Publish"
+    assert sorted(statements["PublishAsyncNotifications"]["Resource"]) == sorted(
+        [TOPIC_OK, TOPIC_ERROR]
+    )
+    assert statements["ReadAsyncInput"]["Resource"] == s3_arn("scorer-inbox/creatives/*")
+
+
+def test_async_scales_to_zero_on_the_backlog(synth: Any) -> None:
+    s = synth(**ASYNC, async_target_backlog_per_instance="8", max_instances="6")
+    target = s.one("AWS::ApplicationAutoScaling::ScalableTarget")
+    assert target["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 6)
+    policies = s.resources("AWS::ApplicationAutoScaling::ScalingPolicy")
+    tracking = policies["ScalingPolicy"]["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["TargetValue"] == 8
+    assert tracking["CustomizedMetricSpecification"] == {
+        "Namespace": "AWS/SageMaker",
+        "MetricName": "ApproximateBacklogSizePerInstance",
+        "Dimensions": [{"Name": "EndpointName", "Value": "scorer"}],
+        "Statistic": "Average",
+    }
+    wake = policies["WakePolicy"]
+    assert wake["PolicyType"] == "StepScaling"
+    assert wake["StepScalingPolicyConfiguration"]["StepAdjustments"] == [
+        {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}
+    ]
+    alarm = s.resources("AWS::CloudWatch::Alarm")["WakeAlarm"]
+    assert alarm["MetricName"] == "HasBacklogWithoutCapacity"
+    assert alarm["Dimensions"] == [{"Name": "EndpointName", "Value": "scorer"}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    assert alarm["AlarmActions"] == [{"Ref": "WakePolicy"}]
+
+
+def test_async_with_a_floor_has_no_wake_policy(synth: Any) -> None:
+    s = synth(**ASYNC, min_instances="1")
+    assert s.one("AWS::ApplicationAutoScaling::ScalableTarget")["MinCapacity"] == 1
+    assert set(s.resources("AWS::ApplicationAutoScaling::ScalingPolicy")) == {"ScalingPolicy"}
+    assert "WakeAlarm" not in s.resources("AWS::CloudWatch::Alarm")
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"async_output_path": None}, "mode async needs async_output_path"),
+        ({"async_output_path": "scorer-async/out"}, "async_output_path 'scorer-async/out' is not"),
+        ({"async_max_concurrent_invocations": "1001"}, "must lie in [1, 1000]"),
+        ({"async_success_topic_arn": "scorer-ok"}, "is not an SNS topic ARN"),
+        ({"async_include_response": "true"}, "give async_success_topic_arn"),
+        ({"async_target_backlog_per_instance": "0"}, "must be positive"),
+    ],
+)
+def test_async_refusals(context: dict[str, Any], message: str) -> None:
+    merged = {**ASYNC, **context}
+    assert message in refused(**{k: v for k, v in merged.items() if v is not None})
+
+
+def test_async_with_a_multi_model_endpoint_is_refused() -> None:
+    message = refused(async_output_path="s3://scorer-async/output/")
+    assert "does not support multi-model endpoints" in message
+    assert "Fix: -c mode=async" in message
+
+
+def test_scale_to_zero_is_refused_outside_async() -> None:
+    assert "needs -c mode=async" in refused(mode="gpu-self-managed", min_instances="0")
+
+
+def test_transform_paths_grant_the_model_role_input_and_output(synth: Any) -> None:
+    s = synth(
+        mode="gpu-self-managed",
+        model_data_prefix=PREFIX,
+        transform_input_path="s3://scorer-batch/campaign-7/",
+        transform_output_path="s3://scorer-batch/scores/",
+    )
+    statements = execution_statements(s)
+    assert statements["ReadTransformInput"]["Resource"] == s3_arn("scorer-batch/campaign-7/*")
+    assert statements["ListTransformInput"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["campaign-7/*"]}
+    }
+    assert statements["WriteTransformOutput"]["Action"] == [
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+    ]
+    assert statements["WriteTransformOutput"]["Resource"] == s3_arn("scorer-batch/scores/*")
+    model_name = s.one("AWS::SageMaker::Model")["ModelName"]
+    assert s.template["Outputs"]["ModelName"]["Value"] == model_name
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [("cpu-multi-model", "a multi-model model"), ("inference-components", "no model")],
+)
+def test_transform_paths_need_a_single_model(mode: str, message: str) -> None:
+    context = {
+        "mode": mode,
+        "inference_components": "creative-v3.tar.gz" if mode == "inference-components" else None,
+        "transform_input_path": "s3://scorer-batch/in/",
+        "transform_output_path": "s3://scorer-batch/out/",
+    }
+    text = refused(**{k: v for k, v in context.items() if v is not None})
+    assert message in text
+    assert "Fix: -c mode=gpu-self-managed or -c mode=async" in text
+
+
 # --- CloudFormation validity -------------------------------------------------------------
 
 
@@ -437,6 +602,17 @@ def test_serverless_refusal_names_the_fix() -> None:
         {"mode": "gpu-self-managed", "model_data_prefix": PREFIX, **CAPTURE},
         {"model_data_prefix": PREFIX, **CAPTURE},
         {"data_capture_percent": "100", "data_capture_mode": "Input"},
+        ASYNC,
+        {
+            **ASYNC,
+            **CAPTURE,
+            "async_success_topic_arn": TOPIC_OK,
+            "async_error_topic_arn": TOPIC_ERROR,
+            "async_include_response": "true",
+            "transform_input_path": "s3://scorer-batch/in/",
+            "transform_output_path": "s3://scorer-batch/out/",
+        },
+        {**ASYNC, "min_instances": "1", "instance_type": "ml.g5.xlarge"},
     ],
     ids=[
         "serverless",
@@ -448,6 +624,9 @@ def test_serverless_refusal_names_the_fix() -> None:
         "gpu-capture",
         "cpu-capture",
         "capture-own-bucket",
+        "async",
+        "async-everything",
+        "async-gpu-floor",
     ],
 )
 def test_mode_templates_pass_cfn_lint(synth: Any, context: dict[str, Any]) -> None:
