@@ -1,10 +1,14 @@
-"""Settings of SageMaker's other hosting options: serverless and inference components.
+"""Settings of SageMaker's other hosting options and of the endpoint's extras.
+
+Serverless, inference components and async endpoints; data capture; what a batch
+transform job on the stack's model needs.
 
 Each is a frozen dataclass whose fields are ``None`` when the context did not give them, so
 the stack can tell "not asked for" from a default, and refuse a key that does not apply to
 the mode (``serverless_memory_mb`` with ``cpu-multi-model``, say). Facts and limits are
 from the SageMaker API model (``ServerlessConfig``, ``InferenceComponent*``,
-``ManagedInstanceScaling``) and Application Auto Scaling's; see docs/infra.md.
+``ManagedInstanceScaling``, ``DataCaptureConfig``, ``AsyncInferenceConfig``) and
+Application Auto Scaling's; see docs/infra.md.
 """
 
 from __future__ import annotations
