@@ -8,6 +8,7 @@ path, health checks on /ping, and an emulator command the real CLI accepts.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from scorer.local import settings as local_settings
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "container" / "docker-compose.yml"
 _DEFAULT = re.compile(r"^\$\{(?P<name>[A-Z0-9_]+):-(?P<default>[^}]*)\}$")
+_INTERPOLATED = re.compile(r"\$\{(?P<name>[A-Z0-9_]+):-(?P<default>[^}]*)\}")
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +59,7 @@ def _mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
     """target -> (source, read_only) for short-syntax volumes."""
     mounts = {}
     for volume in service.get("volumes", []):
+        volume = _INTERPOLATED.sub(lambda m: m["default"], volume)  # ${NAME:-default}
         source, target, *mode = volume.split(":")
         mounts[target] = (source, "ro" in mode)
     return mounts
@@ -89,8 +92,27 @@ def test_model_server_runs_serve_multi_model_unexposed(
     assert server["command"] == ["serve"]
     assert server["environment"]["SAGEMAKER_MULTI_MODEL"] == "true"
     assert "ports" not in server and "expose" not in server
-    assert server["networks"] == ["internal"]
+    assert list(server["networks"]) == ["internal"]
     assert compose["networks"]["internal"]["internal"] is True
+
+
+def test_the_emulator_finds_the_model_server_without_dns(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    """podman's CNI backend has no DNS on internal networks: the model server has a fixed
+    address in the internal subnet, and the emulator's hosts file names it."""
+    subnet = _INTERPOLATED.sub(
+        lambda m: m["default"], compose["networks"]["internal"]["ipam"]["config"][0]["subnet"]
+    )
+    address = _INTERPOLATED.sub(
+        lambda m: m["default"], services["model-server"]["networks"]["internal"]["ipv4_address"]
+    )
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    hosts = dict(
+        _INTERPOLATED.sub(lambda m: m["default"], entry).split(":", 1)
+        for entry in services["emulator"]["extra_hosts"]
+    )
+    assert hosts == {"model-server": address}
 
 
 def test_every_published_port_is_on_loopback(services: dict[str, Any]) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
+
 from scorer.modelserver import load_failures
+from scorer.modelserver.registry import _answered_reason
 
 
 def test_record_read_and_clear(tmp_path: Path) -> None:
@@ -35,3 +38,21 @@ def test_long_messages_are_cut_and_garbage_reads_as_none(tmp_path: Path) -> None
     assert len(str(load_failures.read(tmp_path, "m")["message"])) == 1000  # type: ignore[index]
     (tmp_path / "bad.json").write_text("{not json")
     assert load_failures.read(tmp_path, "bad") is None
+
+
+def _answer(status: int, body: dict[str, object]) -> httpx.Response:
+    return httpx.Response(status, json=body)
+
+
+def test_a_remote_load_failure_quotes_the_model_server_except_the_models_own_exception() -> None:
+    """Without the worker's record (a model server on another host, the compose stack), the
+    emulator relies on MMS's answer; a 500 from scorer's load failure reporter quotes the
+    model's own exception, which clients must not see: only its type."""
+    own = {"code": 500, "type": "RuntimeError", "message": "RuntimeError: secret path /x"}
+    assert (
+        _answered_reason(_answer(500, own)) == "the model's code raised RuntimeError while loading"
+    )
+    mms = {"code": 500, "type": "InternalServerException", "message": "Failed to start workers"}
+    assert _answered_reason(_answer(500, mms)) == "Failed to start workers"
+    bad = {"code": 400, "type": "InvalidLoadRequestError", "message": "url outside the root"}
+    assert _answered_reason(_answer(400, bad)) == "url outside the root"

@@ -3,7 +3,9 @@
 The internal model server's workers write their metrics to its ``metrics_dir``
 (:mod:`scorer.metrics.worker`); each scrape sums those files and adds the cache's counters,
 read from :meth:`~scorer.cache.cache.ModelCache.stats` on the event loop (the cache is not
-thread-safe); the text is built on a worker thread.
+thread-safe); the text is built on a worker thread. An external model server (``scorer
+local --model-server-url``, the compose stack) keeps its workers' files to itself: its own
+``GET /metrics`` (scorer's MMS plugin) is fetched and appended, in the text format.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from scorer.frontend.backend import ModelServerEndpoint
 from scorer.metrics.cache import CacheCollector
 from scorer.metrics.exposition import registry_of, render
 from scorer.metrics.multiprocess import WorkerFilesCollector
+from scorer.modelserver.client import ModelServerClient
 
 METRICS_PATH = "/metrics"
 
@@ -33,9 +36,17 @@ def metrics_route(endpoint: ModelServerEndpoint, cache: ModelCache | None) -> Ro
             models = {model.name: model.key for model in cache.resident()}
             collectors.append(CacheCollector(cache.stats(), models))
         registry = registry_of(*collectors)
-        body, content_type = await run_in_threadpool(
-            render, registry, request.headers.get("accept", "")
-        )
+        if workers is not None:
+            body, content_type = await run_in_threadpool(
+                render, registry, request.headers.get("accept", "")
+            )
+            return Response(body, 200, headers={"content-type": content_type})
+        # the model server's own text is appended: both must be the text format
+        body, content_type = await run_in_threadpool(render, registry, "text/plain")
+        async with ModelServerClient(endpoint.url) as client:
+            upstream = await client.metrics_text()
+        if upstream:
+            body += upstream.encode()
         return Response(body, 200, headers={"content-type": content_type})
 
     return Route(METRICS_PATH, metrics, methods=["GET"])

@@ -181,6 +181,17 @@ class ModelServerClient:
             f"/ping answered {response.status_code}: {error_message(response)}",
         )
 
+    async def metrics_text(self) -> str | None:
+        """The model server's ``GET /metrics`` in Prometheus text format (0.0.4), or None
+        when it does not answer 200."""
+        try:
+            response = await self._send(
+                "GET", "/metrics", MANAGEMENT_TIMEOUT_SECONDS, headers={"Accept": "text/plain"}
+            )
+        except (ModelServerUnavailableError, ModelServerTimeoutError):
+            return None
+        return response.text if response.status_code == 200 else None
+
     async def healthy(self) -> bool:
         """Whether the model server answers its ``/ping`` with 200."""
         return await self.ping() == 200

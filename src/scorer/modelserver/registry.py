@@ -22,6 +22,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import httpx
+
 from scorer.errors import (
     InsufficientMemoryError,
     ModelAlreadyRegisteredError,
@@ -82,7 +84,7 @@ class MmsModelRegistry:
             ) from None
         if response.status_code == 200:
             return
-        detail = self._recorded_reason(name, started) or error_message(response)
+        detail = self._recorded_reason(name, started) or _answered_reason(response)
         if response.status_code == 409:
             raise ModelAlreadyRegisteredError(f"the model server already has {name}: {detail}")
         if response.status_code == 507:
@@ -132,3 +134,18 @@ class MmsModelRegistry:
     async def aclose(self) -> None:
         """Close the client."""
         await self.client.aclose()
+
+
+def _answered_reason(response: httpx.Response) -> str:
+    """Why MMS says a load failed, when the worker's record cannot be read (a model server on
+    another host): its message, except for a 500 from scorer's load failure reporter, which
+    quotes the model's own exception (not public, see :mod:`load_failures`): only its type."""
+    if response.status_code != 500:
+        return error_message(response)
+    try:
+        kind = response.json().get("type")
+    except (ValueError, AttributeError):
+        kind = None
+    if not kind or kind == "InternalServerException":  # MMS's own fixed answer
+        return error_message(response)
+    return f"the model's code raised {kind} while loading"
