@@ -8,7 +8,8 @@ the stack can tell "not asked for" from a default, and refuse a key that does no
 the mode (``serverless_memory_mb`` with ``cpu-multi-model``, say). Facts and limits are
 from the SageMaker API model (``ServerlessConfig``, ``InferenceComponent*``,
 ``ManagedInstanceScaling``, ``DataCaptureConfig``, ``AsyncInferenceConfig``) and
-Application Auto Scaling's; see docs/infra.md.
+Application Auto Scaling's; see docs/infra.md. The checks these and the endpoint's own
+settings share (SageMaker names, archive suffixes, ranges) live here too.
 """
 
 from __future__ import annotations
@@ -21,13 +22,21 @@ from typing import Any
 SERVERLESS_MEMORY_SIZES = (1024, 2048, 3072, 4096, 5120, 6144)
 #: ServerlessConfig.MaxConcurrency and ProvisionedConcurrency: 1-200
 SERVERLESS_MAX_CONCURRENCY = 200
-#: the SageMaker names of an inference component: 1-63, like endpoint names
-_IC_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
+#: a SageMaker name (endpoint, variant, inference component): 1-63 letters, digits and
+#: hyphens, starting and ending with a letter or digit
+SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+#: SageMaker model data is a gzipped tar file
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 
 def _given(settings: Any) -> bool:
     return any(getattr(settings, f.name) is not None for f in fields(settings))
+
+
+def check_range(key: str, value: float, low: float, high: float) -> None:
+    """Raise ValueError unless ``low <= value <= high``; the message names ``key``."""
+    if not low <= value <= high:
+        raise ValueError(f"{key} must lie in [{low}, {high}], got {value}")
 
 
 @dataclass(frozen=True)
@@ -86,11 +95,7 @@ class ServerlessSettings:
                 f"serverless_memory_mb must be one of {sizes} (1024-6144 in steps of 1024, "
                 f"ServerlessConfig.MemorySizeInMB), got {self.memory}"
             )
-        if not 1 <= self.concurrency <= SERVERLESS_MAX_CONCURRENCY:
-            raise ValueError(
-                f"serverless_max_concurrency must lie in [1, {SERVERLESS_MAX_CONCURRENCY}], "
-                f"got {self.concurrency}"
-            )
+        check_range("serverless_max_concurrency", self.concurrency, 1, SERVERLESS_MAX_CONCURRENCY)
         provisioned = self.provisioned_concurrency
         if provisioned is None:
             if (
@@ -188,7 +193,7 @@ def component_name(endpoint_name: str, archive_key: str) -> str:
     ``scorer-brand-safety``); at most 63 characters, SageMaker's limit.
     """
     stem = archive_key
-    for suffix in _ARCHIVE_SUFFIXES:
+    for suffix in ARCHIVE_SUFFIXES:
         stem = stem.removesuffix(suffix)
     cleaned = re.sub(r"[^a-zA-Z0-9]+", "-", f"{endpoint_name}-{stem}").strip("-")
     return cleaned[:63].rstrip("-")
@@ -204,13 +209,13 @@ def check_component_archives(endpoint_name: str, archives: tuple[str, ...]) -> N
         )
     names: dict[str, str] = {}
     for key in archives:
-        if key.startswith(("/", "s3://")) or not key.endswith(_ARCHIVE_SUFFIXES):
+        if key.startswith(("/", "s3://")) or not key.endswith(ARCHIVE_SUFFIXES):
             raise ValueError(
                 f"inference_components: {key!r} is not an archive key under model_data_prefix "
                 "(a relative key ending .tar.gz, e.g. creative-v3.tar.gz)"
             )
         name = component_name(endpoint_name, key)
-        if not _IC_NAME.match(name):
+        if not SAGEMAKER_NAME.match(name):
             raise ValueError(f"inference_components: {key!r} gives no valid component name")
         if name in names:
             raise ValueError(
@@ -277,8 +282,7 @@ class DataCaptureSettings:
                 )
             return
         assert self.percent is not None
-        if not 0 <= self.percent <= 100:
-            raise ValueError(f"data_capture_percent must lie in [0, 100], got {self.percent}")
+        check_range("data_capture_percent", self.percent, 0, 100)
         if self.mode is not None and self.mode not in CAPTURE_MODES:
             raise ValueError(
                 f"data_capture_mode must be one of {', '.join(CAPTURE_MODES)}, got {self.mode!r}"
@@ -352,11 +356,8 @@ class AsyncSettings:
                 "async_success_topic_arn or async_error_topic_arn"
             )
         concurrency = self.max_concurrent_invocations
-        if concurrency is not None and not 1 <= concurrency <= MAX_ASYNC_CONCURRENCY:
-            raise ValueError(
-                f"async_max_concurrent_invocations must lie in [1, {MAX_ASYNC_CONCURRENCY}], "
-                f"got {concurrency}"
-            )
+        if concurrency is not None:
+            check_range("async_max_concurrent_invocations", concurrency, 1, MAX_ASYNC_CONCURRENCY)
         if self.target_backlog <= 0:
             raise ValueError("async_target_backlog_per_instance must be positive")
 

@@ -23,38 +23,41 @@ def variant_resource_id(endpoint_name: str, variant_name: str) -> str:
     return f"endpoint/{endpoint_name}/variant/{variant_name}"
 
 
+def _variant_target(
+    scope: Construct, settings: EndpointSettings, *, dimension: str, low: int, high: int
+) -> appscaling.CfnScalableTarget:
+    """The endpoint variant as a scalable target of one of its dimensions."""
+    return appscaling.CfnScalableTarget(
+        scope,
+        "ScalableTarget",
+        service_namespace="sagemaker",
+        scalable_dimension=dimension,
+        resource_id=variant_resource_id(settings.endpoint_name, settings.variant_name),
+        min_capacity=low,
+        max_capacity=high,
+    )
+
+
 def variant_scaling(
     scope: Construct, settings: EndpointSettings
 ) -> tuple[appscaling.CfnScalableTarget, appscaling.CfnScalingPolicy]:
     """Register the variant as a scalable target and attach a target-tracking policy."""
     scaling = settings.scaling
-    target = appscaling.CfnScalableTarget(
+    target = _variant_target(
         scope,
-        "ScalableTarget",
-        service_namespace="sagemaker",
-        scalable_dimension=SCALABLE_DIMENSION,
-        resource_id=variant_resource_id(settings.endpoint_name, settings.variant_name),
-        min_capacity=scaling.min_instances,
-        max_capacity=scaling.max_instances,
+        settings,
+        dimension=SCALABLE_DIMENSION,
+        low=scaling.min_instances,
+        high=scaling.max_instances,
     )
-    policy = appscaling.CfnScalingPolicy(
+    policy = _target_tracking(
         scope,
         "ScalingPolicy",
-        policy_name=f"{settings.endpoint_name}-invocations-per-instance",
-        policy_type="TargetTrackingScaling",
-        scaling_target_id=target.ref,
-        target_tracking_scaling_policy_configuration=(
-            appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
-                target_value=scaling.target_invocations_per_instance,
-                predefined_metric_specification=(
-                    appscaling.CfnScalingPolicy.PredefinedMetricSpecificationProperty(
-                        predefined_metric_type=PREDEFINED_METRIC
-                    )
-                ),
-                scale_in_cooldown=scaling.scale_in_cooldown_seconds,
-                scale_out_cooldown=scaling.scale_out_cooldown_seconds,
-            )
-        ),
+        name=f"{settings.endpoint_name}-invocations-per-instance",
+        target=target,
+        metric=PREDEFINED_METRIC,
+        value=scaling.target_invocations_per_instance,
+        settings=settings,
     )
     return target, policy
 
@@ -74,11 +77,19 @@ def _target_tracking(
     *,
     name: str,
     target: appscaling.CfnScalableTarget,
-    metric: str,
+    metric: str | appscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty,
     value: float,
     settings: EndpointSettings,
 ) -> appscaling.CfnScalingPolicy:
+    """Target tracking on a predefined metric (its name) or a customized one."""
     scaling = settings.scaling
+    predefined = (
+        appscaling.CfnScalingPolicy.PredefinedMetricSpecificationProperty(
+            predefined_metric_type=metric
+        )
+        if isinstance(metric, str)
+        else None
+    )
     return appscaling.CfnScalingPolicy(
         scope,
         construct_id,
@@ -88,16 +99,72 @@ def _target_tracking(
         target_tracking_scaling_policy_configuration=(
             appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
                 target_value=value,
-                predefined_metric_specification=(
-                    appscaling.CfnScalingPolicy.PredefinedMetricSpecificationProperty(
-                        predefined_metric_type=metric
-                    )
-                ),
+                predefined_metric_specification=predefined,
+                customized_metric_specification=None if isinstance(metric, str) else metric,
                 scale_in_cooldown=scaling.scale_in_cooldown_seconds,
                 scale_out_cooldown=scaling.scale_out_cooldown_seconds,
             )
         ),
     )
+
+
+def _wake_from_zero(
+    scope: Construct,
+    construct_id: str,
+    *,
+    target: appscaling.CfnScalableTarget,
+    settings: EndpointSettings,
+    policy_name: str,
+    alarm_name: str,
+    alarm_description: str,
+    metric: str,
+    dimension: tuple[str, str],
+    statistic: str,
+) -> list[Construct]:
+    """A step policy that adds one to a target at zero, and the alarm that fires it.
+
+    Target tracking cannot scale out from zero, so an alarm on ``metric`` (AWS/SageMaker,
+    one ``dimension`` name and value, reaching 1 within a minute) runs the step policy.
+    """
+    wake = appscaling.CfnScalingPolicy(
+        scope,
+        f"{construct_id}WakePolicy",
+        policy_name=policy_name,
+        policy_type="StepScaling",
+        scaling_target_id=target.ref,
+        step_scaling_policy_configuration=(
+            appscaling.CfnScalingPolicy.StepScalingPolicyConfigurationProperty(
+                adjustment_type="ChangeInCapacity",
+                metric_aggregation_type=statistic,
+                cooldown=settings.scaling.scale_out_cooldown_seconds,
+                step_adjustments=[
+                    appscaling.CfnScalingPolicy.StepAdjustmentProperty(
+                        metric_interval_lower_bound=0, scaling_adjustment=1
+                    )
+                ],
+            )
+        ),
+    )
+    dimension_name, dimension_value = dimension
+    alarm = cloudwatch.CfnAlarm(
+        scope,
+        f"{construct_id}WakeAlarm",
+        alarm_name=alarm_name,
+        alarm_description=alarm_description,
+        namespace="AWS/SageMaker",
+        metric_name=metric,
+        dimensions=[
+            cloudwatch.CfnAlarm.DimensionProperty(name=dimension_name, value=dimension_value)
+        ],
+        statistic=statistic,
+        period=60,
+        evaluation_periods=1,
+        threshold=1,
+        comparison_operator="GreaterThanOrEqualToThreshold",
+        treat_missing_data="notBreaching",
+        alarm_actions=[wake.ref],
+    )
+    return [wake, alarm]
 
 
 def provisioned_concurrency_scaling(
@@ -106,14 +173,8 @@ def provisioned_concurrency_scaling(
     """Serverless: scale provisioned concurrency on its utilization (a ratio)."""
     serverless = settings.serverless
     low, high = serverless.provisioned_bounds
-    target = appscaling.CfnScalableTarget(
-        scope,
-        "ScalableTarget",
-        service_namespace="sagemaker",
-        scalable_dimension=PROVISIONED_CONCURRENCY_DIMENSION,
-        resource_id=variant_resource_id(settings.endpoint_name, settings.variant_name),
-        min_capacity=low,
-        max_capacity=high,
+    target = _variant_target(
+        scope, settings, dimension=PROVISIONED_CONCURRENCY_DIMENSION, low=low, high=high
     )
     policy = _target_tracking(
         scope,
@@ -165,46 +226,18 @@ def component_scaling(
         )
     ]
     if ic.scales_to_zero:
-        wake = appscaling.CfnScalingPolicy(
+        created += _wake_from_zero(
             scope,
-            f"{construct_id}WakePolicy",
+            construct_id,
+            target=target,
+            settings=settings,
             policy_name=f"{component_name}-wake-from-zero",
-            policy_type="StepScaling",
-            scaling_target_id=target.ref,
-            step_scaling_policy_configuration=(
-                appscaling.CfnScalingPolicy.StepScalingPolicyConfigurationProperty(
-                    adjustment_type="ChangeInCapacity",
-                    metric_aggregation_type="Maximum",
-                    cooldown=settings.scaling.scale_out_cooldown_seconds,
-                    step_adjustments=[
-                        appscaling.CfnScalingPolicy.StepAdjustmentProperty(
-                            metric_interval_lower_bound=0, scaling_adjustment=1
-                        )
-                    ],
-                )
-            ),
-        )
-        alarm = cloudwatch.CfnAlarm(
-            scope,
-            f"{construct_id}WakeAlarm",
             alarm_name=f"{component_name}-no-capacity",
             alarm_description=f"{component_name} has no copy for a request: add one",
-            namespace="AWS/SageMaker",
-            metric_name=NO_CAPACITY_METRIC,
-            dimensions=[
-                cloudwatch.CfnAlarm.DimensionProperty(
-                    name="InferenceComponentName", value=component_name
-                )
-            ],
+            metric=NO_CAPACITY_METRIC,
+            dimension=("InferenceComponentName", component_name),
             statistic="Maximum",
-            period=60,
-            evaluation_periods=1,
-            threshold=1,
-            comparison_operator="GreaterThanOrEqualToThreshold",
-            treat_missing_data="notBreaching",
-            alarm_actions=[wake.ref],
         )
-        created += [wake, alarm]
     return target, created
 
 
@@ -223,75 +256,40 @@ def async_scaling(scope: Construct, settings: EndpointSettings) -> appscaling.Cf
     """
     scaling = settings.scaling
     name = settings.endpoint_name
-    target = appscaling.CfnScalableTarget(
+    target = _variant_target(
         scope,
-        "ScalableTarget",
-        service_namespace="sagemaker",
-        scalable_dimension=SCALABLE_DIMENSION,
-        resource_id=variant_resource_id(name, settings.variant_name),
-        min_capacity=scaling.min_instances,
-        max_capacity=scaling.max_instances,
+        settings,
+        dimension=SCALABLE_DIMENSION,
+        low=scaling.min_instances,
+        high=scaling.max_instances,
     )
-    appscaling.CfnScalingPolicy(
+    _target_tracking(
         scope,
         "ScalingPolicy",
-        policy_name=f"{name}-backlog-per-instance",
-        policy_type="TargetTrackingScaling",
-        scaling_target_id=target.ref,
-        target_tracking_scaling_policy_configuration=(
-            appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
-                target_value=settings.asynchronous.target_backlog,
-                customized_metric_specification=(
-                    appscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
-                        namespace="AWS/SageMaker",
-                        metric_name=BACKLOG_PER_INSTANCE_METRIC,
-                        dimensions=[
-                            appscaling.CfnScalingPolicy.MetricDimensionProperty(
-                                name="EndpointName", value=name
-                            )
-                        ],
-                        statistic="Average",
-                    )
-                ),
-                scale_in_cooldown=scaling.scale_in_cooldown_seconds,
-                scale_out_cooldown=scaling.scale_out_cooldown_seconds,
-            )
+        name=f"{name}-backlog-per-instance",
+        target=target,
+        metric=appscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
+            namespace="AWS/SageMaker",
+            metric_name=BACKLOG_PER_INSTANCE_METRIC,
+            dimensions=[
+                appscaling.CfnScalingPolicy.MetricDimensionProperty(name="EndpointName", value=name)
+            ],
+            statistic="Average",
         ),
+        value=settings.asynchronous.target_backlog,
+        settings=settings,
     )
     if scaling.min_instances == 0:
-        wake = appscaling.CfnScalingPolicy(
+        _wake_from_zero(
             scope,
-            "WakePolicy",
+            "",
+            target=target,
+            settings=settings,
             policy_name=f"{name}-wake-on-backlog",
-            policy_type="StepScaling",
-            scaling_target_id=target.ref,
-            step_scaling_policy_configuration=(
-                appscaling.CfnScalingPolicy.StepScalingPolicyConfigurationProperty(
-                    adjustment_type="ChangeInCapacity",
-                    metric_aggregation_type="Average",
-                    cooldown=scaling.scale_out_cooldown_seconds,
-                    step_adjustments=[
-                        appscaling.CfnScalingPolicy.StepAdjustmentProperty(
-                            metric_interval_lower_bound=0, scaling_adjustment=1
-                        )
-                    ],
-                )
-            ),
-        )
-        cloudwatch.CfnAlarm(
-            scope,
-            "WakeAlarm",
             alarm_name=f"{name}-backlog-without-capacity",
             alarm_description=f"{name}: requests are queued and no instance runs: add one",
-            namespace="AWS/SageMaker",
-            metric_name=BACKLOG_WITHOUT_CAPACITY_METRIC,
-            dimensions=[cloudwatch.CfnAlarm.DimensionProperty(name="EndpointName", value=name)],
+            metric=BACKLOG_WITHOUT_CAPACITY_METRIC,
+            dimension=("EndpointName", name),
             statistic="Average",
-            period=60,
-            evaluation_periods=1,
-            threshold=1,
-            comparison_operator="GreaterThanOrEqualToThreshold",
-            treat_missing_data="notBreaching",
-            alarm_actions=[wake.ref],
         )
     return target

@@ -18,20 +18,21 @@ from typing import Any
 
 from scorer_infra import container_env, emf_metrics
 from scorer_infra.hosting import (
+    ARCHIVE_SUFFIXES,
+    SAGEMAKER_NAME,
     AsyncSettings,
     DataCaptureSettings,
     InferenceComponentSettings,
     ServerlessSettings,
     TransformSettings,
     check_component_archives,
+    check_range,
 )
 from scorer_infra.image import EcrImage, default_ecr_image, parse_ecr_image_uri, read_image_detail
 from scorer_infra.instance_types import Hardware, InstanceType, parse_instance_type
 from scorer_infra.s3_location import S3Prefix, parse_s3_prefix
 
-_SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _ENV_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-_ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 
 class Mode(enum.Enum):
@@ -196,7 +197,7 @@ class EndpointSettings:
         _check_alarms(self.alarms)
         _check_deployment(self.deployment)
         if self.startup_health_check_timeout_seconds is not None:
-            _check_range(
+            check_range(
                 "startup_health_check_timeout_seconds",
                 self.startup_health_check_timeout_seconds,
                 60,
@@ -244,7 +245,7 @@ class EndpointSettings:
 
 
 def _check_name(key: str, value: str) -> None:
-    if not _SAGEMAKER_NAME.match(value):
+    if not SAGEMAKER_NAME.match(value):
         raise ValueError(
             f"{key} {value!r} is not a valid SageMaker name: 1-63 letters, digits and "
             "hyphens, starting and ending with a letter or digit"
@@ -271,20 +272,34 @@ def _check_hardware(mode: Mode, instance: InstanceType) -> None:
         )
 
 
+def _outside_mode(
+    s: EndpointSettings, mode: Mode, *, given: bool, keys: str, multi_model_fix: str
+) -> bool:
+    """Whether ``s`` is in another mode than ``mode``, refusing there ``keys`` ``given``.
+
+    ``multi_model_fix`` follows the refusal in mode cpu-multi-model: why the mode cannot
+    host a multi-model endpoint, and what to do instead.
+    """
+    if s.mode is mode:
+        return False
+    if given:
+        raise ValueError(
+            f"{keys} apply only with -c mode={mode.value}, not mode {s.mode.value}"
+            + (f": {multi_model_fix}" if s.mode is Mode.CPU_MULTI_MODEL else "")
+        )
+    return True
+
+
 def _check_serverless(s: EndpointSettings) -> None:
-    if s.mode is not Mode.SERVERLESS:
-        if s.serverless.is_set():
-            raise ValueError(
-                f"serverless_* settings apply only with -c mode=serverless, not mode "
-                f"{s.mode.value}"
-                + (
-                    ": SageMaker serverless endpoints do not host multi-model endpoints "
-                    "(Mode: MultiModel). Fix: -c mode=serverless, where the container's own "
-                    "cache serves the models under model_data_prefix"
-                    if s.mode is Mode.CPU_MULTI_MODEL
-                    else ""
-                )
-            )
+    if _outside_mode(
+        s,
+        Mode.SERVERLESS,
+        given=s.serverless.is_set(),
+        keys="serverless_* settings",
+        multi_model_fix="SageMaker serverless endpoints do not host multi-model endpoints "
+        "(Mode: MultiModel). Fix: -c mode=serverless, where the container's own "
+        "cache serves the models under model_data_prefix",
+    ):
         return
     if s.instance_type is not None:
         gpu = parse_instance_type(s.instance_type).hardware is not Hardware.CPU
@@ -384,19 +399,16 @@ def _check_inference_components(s: EndpointSettings) -> None:
 
 def _check_async(s: EndpointSettings) -> None:
     settings = s.asynchronous
-    if s.mode is not Mode.ASYNC:
-        if settings.is_set():
-            raise ValueError(
-                f"the async_* settings apply only with -c mode=async, not mode {s.mode.value}"
-                + (
-                    ": SageMaker asynchronous inference does not support multi-model "
-                    "endpoints (InvokeEndpointAsync has no TargetModel). Fix: -c mode=async, "
-                    "a single-model endpoint whose container serves the models under "
-                    "model_data_prefix (default_model, or target_model in CustomAttributes)"
-                    if s.mode is Mode.CPU_MULTI_MODEL
-                    else ""
-                )
-            )
+    if _outside_mode(
+        s,
+        Mode.ASYNC,
+        given=settings.is_set(),
+        keys="the async_* settings",
+        multi_model_fix="SageMaker asynchronous inference does not support multi-model "
+        "endpoints (InvokeEndpointAsync has no TargetModel). Fix: -c mode=async, "
+        "a single-model endpoint whose container serves the models under "
+        "model_data_prefix (default_model, or target_model in CustomAttributes)",
+    ):
         return
     settings.check()
     for key, url in (
@@ -455,7 +467,7 @@ def _check_model_files(s: EndpointSettings) -> None:
             )
         if not s.model_archive_file.is_file():
             raise ValueError(f"model_archive_file {str(s.model_archive_file)!r} is not a file")
-        if not s.model_archive_file.name.endswith(_ARCHIVE_SUFFIXES):
+        if not s.model_archive_file.name.endswith(ARCHIVE_SUFFIXES):
             raise ValueError(
                 f"model_archive_file {str(s.model_archive_file)!r} is not a .tar.gz archive "
                 "(SageMaker model data is a gzipped tar file)"
@@ -537,15 +549,20 @@ def _check_counts(s: EndpointSettings) -> None:
         raise ValueError("scaling cooldowns must not be negative")
 
 
+def _check_positive(*values: tuple[str, float]) -> None:
+    """Raise ValueError for the first (context key, value) pair whose value is not positive."""
+    for key, value in values:
+        if value <= 0:
+            raise ValueError(f"{key} must be positive, got {value}")
+
+
 def _check_alarms(alarms: AlarmSettings) -> None:
-    for key, value in (
+    _check_positive(
         ("alarm_5xx_per_minute", alarms.errors_5xx_per_minute),
         ("alarm_model_latency_ms", alarms.model_latency_ms),
         ("alarm_model_loading_wait_ms", alarms.model_loading_wait_ms),
         ("alarm_gpu_memory_percent", alarms.gpu_memory_percent),
-    ):
-        if value <= 0:
-            raise ValueError(f"{key} must be positive, got {value}")
+    )
     if not 0 < alarms.cache_hit_rate_min <= 1:
         raise ValueError("alarm_cache_hit_rate_min is a ratio in (0, 1]")
     if alarms.evaluation_periods < 1:
@@ -592,12 +609,10 @@ def _check_model_alarms(s: EndpointSettings) -> None:
         raise ValueError(
             f"{count} models for per-model alarms; at most {MAX_ALARM_MODELS} (two alarms each)"
         )
-    for key, value in (
+    _check_positive(
         ("alarm_model_5xx_percent", alarms.model_5xx_percent),
         ("alarm_model_p99_ms", alarms.model_p99_ms),
-    ):
-        if value <= 0:
-            raise ValueError(f"{key} must be positive, got {value}")
+    )
     if alarms.model_5xx_percent > 100:
         raise ValueError("alarm_model_5xx_percent is a percentage in (0, 100]")
     # values the container would refuse at start fail synth instead
@@ -614,16 +629,11 @@ def _check_deployment(d: DeploymentSettings) -> None:
         raise ValueError(
             f"traffic_routing {d.traffic_routing!r} is not one of {', '.join(TRAFFIC_ROUTINGS)}"
         )
-    _check_range("traffic_step_percent", d.traffic_step_percent, 1, 100)
-    _check_range("bake_seconds", d.bake_seconds, 0, 3600)
-    _check_range("termination_wait_seconds", d.termination_wait_seconds, 0, 3600)
+    check_range("traffic_step_percent", d.traffic_step_percent, 1, 100)
+    check_range("bake_seconds", d.bake_seconds, 0, 3600)
+    check_range("termination_wait_seconds", d.termination_wait_seconds, 0, 3600)
     if d.max_execution_seconds is not None:
-        _check_range("max_execution_seconds", d.max_execution_seconds, 600, 14400)
-
-
-def _check_range(key: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ValueError(f"{key} must lie in [{low}, {high}], got {value}")
+        check_range("max_execution_seconds", d.max_execution_seconds, 600, 14400)
 
 
 # --- reading the CDK context -------------------------------------------------------------

@@ -16,14 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
-from tests.support.clients import runtime_client
 from tests.support.models import add_code, creative_model_dir
 from tests.support.waiting import wait_for
+from tests.support.watching import WatchedEndpoint, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -54,15 +53,13 @@ def output_fn(prediction, accept, context):
 """
 
 
-class Model:
+class Model(WatchedEndpoint):
     """The watched model directory and the running emulator in front of it."""
 
     def __init__(self, model_dir: Path, url: str, local: LocalEndpoint, hold: Path) -> None:
+        super().__init__(url, local)
         self.dir = model_dir
-        self.url = url
-        self.local = local
         self.hold = hold
-        self.runtime = runtime_client(url)
 
     @property
     def script(self) -> Path:
@@ -81,27 +78,7 @@ class Model:
         return str(json.loads(response["Body"].read())["version"])
 
     def versions(self) -> dict[str, Any]:
-        body = httpx.get(f"{self.url}/_scorer/cache", timeout=10).json()
-        return dict(body["versions"])
-
-    def registered(self) -> set[str]:
-        assert self.local.model_server is not None
-        body = httpx.get(f"{self.local.model_server.url}/models", timeout=10).json()
-        return {model["modelName"] for model in body["models"]}
-
-    def model_error(self) -> dict[str, Any] | None:
-        """The ModelError the endpoint answers now, or None if it serves."""
-        try:
-            self.invoke()
-        except self.runtime.exceptions.ModelError as error:
-            return dict(error.response)
-        return None
-
-    def serves(self, version: str) -> bool:
-        try:
-            return self.invoke() == version
-        except self.runtime.exceptions.ModelError:
-            return False
+        return dict(self.cache_stats()["versions"])
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +95,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Model]:
         run_dir=tmp_path_factory.mktemp("run"),
         watch=True,
     )
-    local = LocalEndpoint(settings, {**os.environ, "SCORER_THREADS_PER_WORKER": "1"})
-    with local.running(timeout=180) as url:
+    with running(settings) as (url, local):
         yield Model(model_dir, url, local, hold)
 
 

@@ -9,21 +9,18 @@ rewritten on disk (``pack_directory`` writes a temporary file and renames it, as
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from scorer.cache import CacheSettings, model_hash
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
 from scorer.models.archive import pack_directory
-from tests.support.clients import runtime_client
 from tests.support.models import add_code, creative_model_dir
 from tests.support.waiting import wait_for
+from tests.support.watching import WatchedEndpoint, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -46,16 +43,14 @@ def output_fn(prediction, accept, context):
 """
 
 
-class Prefix:
+class Prefix(WatchedEndpoint):
     """The watched prefix, the model directory its ``hot.tar.gz`` is packed from, and the
     running emulator."""
 
     def __init__(self, root: Path, model_dir: Path, url: str, local: LocalEndpoint) -> None:
+        super().__init__(url, local)
         self.root = root
         self.model_dir = model_dir
-        self.url = url
-        self.local = local
-        self.runtime = runtime_client(url)
 
     def publish(self, script: str) -> None:
         (self.model_dir / "code" / "inference.py").write_text(script)
@@ -69,27 +64,6 @@ class Prefix:
             Body=b"x",
         )
         return str(json.loads(response["Body"].read())["version"])
-
-    def serves(self, version: str) -> bool:
-        try:
-            return self.invoke() == version
-        except self.runtime.exceptions.ModelError:
-            return False
-
-    def model_error(self) -> dict[str, Any] | None:
-        try:
-            self.invoke()
-        except self.runtime.exceptions.ModelError as error:
-            return dict(error.response)
-        return None
-
-    def stats(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.url}/_scorer/cache", timeout=10).json())
-
-    def registered(self) -> set[str]:
-        assert self.local.model_server is not None
-        body = httpx.get(f"{self.local.model_server.url}/models", timeout=10).json()
-        return {model["modelName"] for model in body["models"]}
 
     def cached(self) -> set[str]:
         root = self.local.settings.cache.cache_dir
@@ -109,8 +83,7 @@ def prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefix]:
         run_dir=tmp_path_factory.mktemp("run"),
         watch=True,
     )
-    local = LocalEndpoint(settings, {**os.environ, "SCORER_THREADS_PER_WORKER": "1"})
-    with local.running(timeout=180) as url:
+    with running(settings) as (url, local):
         yield Prefix(root, model_dir, url, local)
 
 
@@ -119,8 +92,8 @@ def test_an_archive_rewritten_on_disk_serves_its_new_code(prefix: Prefix) -> Non
     assert prefix.registered() == {SLOT}
     prefix.publish(SCRIPT.format(version="v2"))
     wait_for(lambda: prefix.serves("v2"), RELOAD_BOUND, "the new archive's code")
-    wait_for(lambda: prefix.stats()["retiring"] == [], 60, "the old version's unload")
-    resident = prefix.stats()["resident"]
+    wait_for(lambda: prefix.cache_stats()["retiring"] == [], 60, "the old version's unload")
+    resident = prefix.cache_stats()["resident"]
     assert [(m["model"], m["name"]) for m in resident] == [("hot.tar.gz", f"{SLOT}-r1")]
     assert prefix.registered() == {f"{SLOT}-r1"}
     assert prefix.cached() == {f"{SLOT}-r1"}  # the old version's files are gone

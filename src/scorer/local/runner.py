@@ -123,12 +123,37 @@ class LocalEndpoint:
         ).absolute()
         cache_root.mkdir(parents=True, exist_ok=True)
         model_dir = self._single_model_dir(run_dir) if not settings.multi_model else None
+        endpoint, registry = self._start_model_server(
+            server_config,
+            run_dir,
+            models_root=cache_root,
+            multi_model=settings.multi_model,
+            model_dir=model_dir,
+        )
+        cache = None
+        if settings.multi_model:
+            cache_settings = replace(settings.cache, cache_dir=cache_root)
+            developer = DeveloperRegistry(registry) if settings.watch else registry
+            cache = ModelCache.from_settings(cache_settings, developer)
+        return create_app(settings, endpoint, cache, emf, watcher=self._prefix_watcher(cache))
+
+    def _start_model_server(
+        self,
+        server_config: ServerConfig,
+        run_dir: Path,
+        *,
+        models_root: Path,
+        multi_model: bool,
+        model_dir: Path | None = None,
+    ) -> tuple[ModelServerEndpoint, MmsModelRegistry]:
+        """Start this run's own model server (in ``run_dir/mms``, on a free loopback port)
+        and make it the endpoint; returns the endpoint and the server's model registry."""
         config = internal_config(
             server_config,
             port=free_loopback_port(),
             run_dir=run_dir / "mms",
-            models_root=cache_root,
-            multi_model=settings.multi_model,
+            models_root=models_root,
+            multi_model=multi_model,
             model_dir=model_dir,
         )
         server, registry = start_model_server(
@@ -138,12 +163,7 @@ class LocalEndpoint:
         self.endpoint = ModelServerEndpoint(
             server.url, log_hint=str(config.log_dir), metrics_dir=config.metrics_dir
         )
-        cache = None
-        if settings.multi_model:
-            cache_settings = replace(settings.cache, cache_dir=cache_root)
-            developer = DeveloperRegistry(registry) if settings.watch else registry
-            cache = ModelCache.from_settings(cache_settings, developer)
-        return create_app(settings, self.endpoint, cache, emf, watcher=self._prefix_watcher(cache))
+        return self.endpoint, registry
 
     def _start_watched_model(
         self, server_config: ServerConfig, run_dir: Path, emf: EmfSettings | None
@@ -156,19 +176,11 @@ class LocalEndpoint:
         if not source.exists():
             raise ConfigError(f"{source} is neither a model directory nor a model archive")
         versions_dir = run_dir / "versions"
-        config = internal_config(
+        endpoint, registry = self._start_model_server(
             server_config,
-            port=free_loopback_port(),
-            run_dir=run_dir / "mms",
+            run_dir,
             models_root=source.resolve().parent if source.is_dir() else versions_dir,
             multi_model=True,
-        )
-        server, registry = start_model_server(
-            config, self.environ, startup_timeout=MODEL_SERVER_START_TIMEOUT
-        )
-        self.model_server = server
-        self.endpoint = ModelServerEndpoint(
-            server.url, log_hint=str(config.log_dir), metrics_dir=config.metrics_dir
         )
         versions = ModelVersions(
             source,
@@ -184,9 +196,7 @@ class LocalEndpoint:
             watcher = FileWatcher(
                 [source.parent], versions.on_change, accept=source.__eq__, recursive=False
             )
-        return create_app(
-            self.settings, self.endpoint, None, emf, versions=versions, watcher=watcher
-        )
+        return create_app(self.settings, endpoint, None, emf, versions=versions, watcher=watcher)
 
     def _prefix_watcher(self, cache: ModelCache | None) -> FileWatcher | None:
         """``--model-prefix DIR --watch``: the prefix's archives, reloaded when they change."""
