@@ -145,10 +145,17 @@ def test_two_overrunning_requests_restart_the_worker_and_it_serves_again(
     assert _post(client, "sleepy-twice", b"slow").status_code == 504
     assert _post(client, "sleepy-twice", b"slow").status_code == 504  # both threads now busy
     assert _finished_slow_requests(model_dir) == []
-    statuses = []
+    statuses: list[int | str] = []
     deadline = time.monotonic() + 120  # a bound on waiting for the restart, not a measurement
     while time.monotonic() < deadline:
-        response = _post(client, "sleepy-twice", b"fast")
+        try:
+            # MMS 1.1.11 can lose a request sent just as it reconnects the restarted worker
+            # (seen once, on a loaded machine; docs/reliability.md): ask again, as a client
+            # with a timeout would
+            response = client.post("/models/sleepy-twice/invoke", content=b"fast", timeout=15)
+        except httpx.TimeoutException:
+            statuses.append("timeout")
+            continue
         statuses.append(response.status_code)
         if response.status_code == 200:
             break

@@ -14,6 +14,9 @@ from scorer.errors import UserCodeError
 from scorer.inference.user_module import load_user_module
 from scorer.serving.handler_service import _where_in_model, _with_location
 
+# each test imports a model's code/inference.py: undo what that adds to sys.modules/sys.path
+pytestmark = pytest.mark.usefixtures("restore_imports")
+
 
 def _model(tmp_path: Path, script: str, helper: str | None = None) -> Path:
     code = tmp_path / "model" / "code"

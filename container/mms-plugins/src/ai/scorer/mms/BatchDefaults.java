@@ -1,8 +1,6 @@
 package ai.scorer.mms;
 
 import com.amazonaws.ml.mms.util.ConfigManager;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 import software.amazon.ai.mms.servingsdk.ModelServerEndpoint;
 
 /**
@@ -33,28 +31,22 @@ public class BatchDefaults extends ModelServerEndpoint {
     static final String REPLACED_SHA256 =
             "d52bb9ca4e4f30868bca4e7311502cb49095faa69e8e2777bf948daff12c1378";
 
-    /** Logged under the replaced class's name: MMS's log configuration keeps its own loggers. */
-    private static final Logger logger = LoggerFactory.getLogger(TARGET);
-
     /** What happened: "installed", or why not. Runs once, when MMS loads the plugins. */
     static final String STATUS = install();
 
-    static synchronized String install() {
-        String status = MmsClassPatch.install(TARGET, ANCHOR, PATCH, REPLACED_SHA256);
-        if ("installed".equals(status)) {
-            ConfigManager config = ConfigManager.getInstance();
-            logger.info(
-                    "scorer: batching defaults {} (loads without batch settings get"
-                            + " scorer_max_batch_size={}, scorer_max_batch_delay_ms={})",
-                    status,
-                    config.getProperty("scorer_max_batch_size", "unset: 1"),
-                    config.getProperty("scorer_max_batch_delay_ms", "unset: 100"));
-        } else {
-            logger.warn(
-                    "scorer: batching defaults {}; loads without batch settings get MMS's"
-                            + " batch_size 1, max_batch_delay 100 ms",
-                    status);
-        }
-        return status;
+    static String install() {
+        ConfigManager config = ConfigManager.getInstance();
+        return MmsClassPatch.installAndLog(
+                TARGET,
+                ANCHOR,
+                PATCH,
+                REPLACED_SHA256,
+                "batching defaults",
+                "loads without batch settings get the model's spec.json batching, else"
+                        + " scorer_max_batch_size="
+                        + config.getProperty("scorer_max_batch_size", "unset: 1")
+                        + ", scorer_max_batch_delay_ms="
+                        + config.getProperty("scorer_max_batch_delay_ms", "unset: 100"),
+                "loads without batch settings get MMS's batch_size 1, max_batch_delay 100 ms");
     }
 }

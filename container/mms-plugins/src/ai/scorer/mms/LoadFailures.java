@@ -1,7 +1,5 @@
 package ai.scorer.mms;
 
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 import software.amazon.ai.mms.servingsdk.ModelServerEndpoint;
 
 /**
@@ -27,22 +25,15 @@ public class LoadFailures extends ModelServerEndpoint {
     static final String REPLACED_SHA256 =
             "b25df178108adb838a2c96567c4f2a32cbcb6cd3a64384df4f9e3e3257b5471e";
 
-    /** Logged under the replaced class's name: MMS's log configuration keeps its own loggers. */
-    private static final Logger logger = LoggerFactory.getLogger(TARGET);
-
     /** What happened: "installed", or why not. Runs once, when MMS loads the plugins. */
-    static final String STATUS = install();
-
-    static synchronized String install() {
-        String status = MmsClassPatch.install(TARGET, ANCHOR, PATCH, REPLACED_SHA256);
-        if ("installed".equals(status)) {
-            logger.info("scorer: load failure reporting {} (POST /models answers the reason)", status);
-        } else {
-            logger.warn(
-                    "scorer: load failure reporting {}; a failed POST /models answers MMS's 500"
-                            + " \"Failed to start workers\"",
-                    status);
-        }
-        return status;
-    }
+    static final String STATUS =
+            MmsClassPatch.installAndLog(
+                    TARGET,
+                    ANCHOR,
+                    PATCH,
+                    REPLACED_SHA256,
+                    "load failure reporting",
+                    "POST /models answers the reason; queued requests of a model unregistered"
+                            + " are answered 503",
+                    "a failed POST /models answers MMS's 500 \"Failed to start workers\"");
 }

@@ -6,6 +6,8 @@ import java.io.InputStream;
 import java.lang.invoke.MethodHandles;
 import java.security.MessageDigest;
 import java.security.NoSuchAlgorithmException;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Defines a class written by scorer under the name of an MMS class, in MMS's class loader,
@@ -47,6 +49,31 @@ final class MmsClassPatch {
         } catch (ReflectiveOperationException | IOException | RuntimeException e) {
             return "not installed: " + e;
         }
+    }
+
+    /**
+     * {@link #install}, then one line in MMS's log under the replaced class's name (MMS's log
+     * configuration keeps its own loggers): "scorer: {@code what} installed ({@code
+     * installed})", or a warning "scorer: {@code what} not installed: why; {@code fallback}".
+     *
+     * @return what {@link #install} returned
+     */
+    static synchronized String installAndLog(
+            String target,
+            String anchor,
+            String patch,
+            String replacedSha256,
+            String what,
+            String installed,
+            String fallback) {
+        String status = install(target, anchor, patch, replacedSha256);
+        Logger logger = LoggerFactory.getLogger(target);
+        if ("installed".equals(status)) {
+            logger.info("scorer: {} {} ({})", what, status, installed);
+        } else {
+            logger.warn("scorer: {} {}; {}", what, status, fallback);
+        }
+        return status;
     }
 
     static byte[] resource(ClassLoader loader, String name) throws IOException {

@@ -1,8 +1,6 @@
 package ai.scorer.mms;
 
 import java.lang.invoke.MethodHandles;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 import software.amazon.ai.mms.servingsdk.ModelServerEndpoint;
 
 /**
@@ -36,21 +34,14 @@ public class WorkerReplyDecoder extends ModelServerEndpoint {
     static final String REPLACED_SHA256 =
             "045f5fef14415dfa6f4048e2af0965edef0e3d4c52ecdfd5f9049edb428250e4";
 
-    /** Logged under the replaced class's name: MMS's log configuration keeps its own loggers. */
-    private static final Logger logger = LoggerFactory.getLogger(TARGET);
-
     /** What happened: "installed", or why not. Runs once, when MMS loads the plugins. */
-    static final String STATUS = install();
-
-    static synchronized String install() {
-        String status = MmsClassPatch.install(TARGET, ANCHOR, PATCH, REPLACED_SHA256);
-        if ("installed".equals(status)) {
-            logger.info("scorer: worker reply decoder {} (waits for split header frames)", status);
-        } else {
-            logger.warn(
-                    "scorer: worker reply decoder {}; long response headers may kill workers",
-                    status);
-        }
-        return status;
-    }
+    static final String STATUS =
+            MmsClassPatch.installAndLog(
+                    TARGET,
+                    ANCHOR,
+                    PATCH,
+                    REPLACED_SHA256,
+                    "worker reply decoder",
+                    "waits for split header frames",
+                    "long response headers may kill workers");
 }
