@@ -66,6 +66,7 @@ class Bench:
             },
             "runs": [],
             "ping": {},
+            "metrics_cost": {},
             "load": {},
             "ratios": {},
         }
@@ -135,6 +136,32 @@ class Bench:
             self.results["ping"][f"{backbone} under load"] = summary
             print(f"{backbone:<20}GET /ping under load (c={concurrency}): {summary}", flush=True)
 
+    def metrics_cost(self, backbone: str, name: str, payload: str = "jpeg1080") -> None:
+        """What ``GET /metrics`` costs: the same load (concurrency 4) with ``/ping`` probed,
+        once alone and once with ``/metrics`` scraped every 100 ms (100 times Prometheus's
+        usual 10 s)."""
+        p = self.payloads[payload]
+        assert self.server.process is not None
+        concurrency = min(4, max(self.args.concurrency))
+        runs: dict[str, Any] = {}
+        for scraped in (False, True):
+            ping = PingProbe(f"{self.server.url}/ping")
+            scraper = PingProbe(f"{self.server.url}/metrics", interval=0.1)
+            with ping, scraper if scraped else contextlib.nullcontext():
+                m = http_load(
+                    f"metrics-cost:{payload}", f"{self.server.url}/models/{name}/invoke",
+                    p.body, p.content_type, concurrency, self.args.duration, self.args.warmup,
+                    p.images, [self.server.process.pid],
+                )  # fmt: skip
+            run: dict[str, Any] = {"rps": m.rps, "p99_ms": m.p99_ms, "ping": ping.summary()}
+            if scraped:
+                run["metrics"] = scraper.summary()
+            runs["scraped" if scraped else "alone"] = run
+        runs["rps_ratio"] = round(runs["scraped"]["rps"] / runs["alone"]["rps"], 3)
+        self.results["metrics_cost"][backbone] = {"concurrency": concurrency, **runs}
+        print(f"{backbone:<20}/metrics every 100 ms under load (c={concurrency}): {runs}",
+              flush=True)  # fmt: skip
+
     def ping_idle(self) -> None:
         with PingProbe(f"{self.server.url}/ping", interval=0.01) as probe:
             time.sleep(1.0 if not self.args.smoke else 0.2)
@@ -196,6 +223,7 @@ class Bench:
         self.record(backbone, f"limit-b{batch}", payload, per_request)
 
     def run(self) -> dict[str, Any]:
+        metrics = self.server.start_metrics_server()  # what MMS's /metrics plugin serves
         self.server.start(output=self.workdir / "mms.log")
         try:
             self.server.wait_ready(timeout=120)
@@ -206,6 +234,8 @@ class Bench:
         finally:
             self.client.close()
             self.server.stop(grace=10)
+            if metrics is not None:
+                metrics.close()
         self.results["ratios"] = ratios(self.results)
         return self.results
 
@@ -248,6 +278,7 @@ class Bench:
         for payload in self.payloads:
             if payload != "jpeg1080":
                 self.http(backbone, "scorer", ours, payload, saturation)
+        self.metrics_cost(backbone, ours)
         for concurrency in sorted({1, saturation}):
             self.http(backbone, "reference", ref, "jpeg1080", concurrency)
         for name in (ours, unbatched, ref):

@@ -34,3 +34,7 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     under_load = results["ping"]["mobilenet_v3_small under load"]
     assert under_load["n"] > 0 and under_load["not_200"] == 0
     assert isinstance(results["ping"]["request_deadline_hop_us"], float)
+    cost = results["metrics_cost"]["mobilenet_v3_small"]
+    assert cost["scraped"]["metrics"]["n"] > 0 and cost["scraped"]["metrics"]["not_200"] == 0
+    assert cost["alone"]["ping"]["not_200"] == cost["scraped"]["ping"]["not_200"] == 0
+    assert cost["rps_ratio"] > 0

@@ -337,7 +337,7 @@ class ModelServer:
 
         signal.signal(signal.SIGTERM, _terminate)
         signal.signal(signal.SIGINT, _terminate)
-        metrics = self._start_metrics_server()
+        metrics = self.start_metrics_server()
         emf = start_reporter(  # EMF lines on stdout, the rest flushed once MMS has stopped
             emf_settings(self.config),
             worker_metrics.WorkerFilesCollector(self.config.metrics_dir).collect,
@@ -350,7 +350,7 @@ class ModelServer:
             if metrics is not None:
                 metrics.close()
 
-    def _start_metrics_server(self) -> MetricsServer | None:
+    def start_metrics_server(self) -> MetricsServer | None:
         """Serve the workers' summed metrics on loopback for MMS's ``/metrics`` plugin (in
         SageMaker's safe port range when it gives one); None if it cannot listen."""
         port = 0
