@@ -49,9 +49,10 @@ import sys
 from scorer.metrics.worker import ModelMetrics, record_load
 
 model, codes = sys.argv[1], sys.argv[2]
+device_bytes = int(sys.argv[3]) if len(sys.argv) > 3 else None  # a GPU worker's, else None
 record_load(model, "success", 1.5)
 metrics = ModelMetrics(model)
-metrics.loaded()
+metrics.loaded(device_bytes)
 for code in codes.split(","):
     metrics.request(int(code), 0.02)
 metrics.forward(len(codes.split(",")))
@@ -91,9 +92,12 @@ def scrape(directory: Path) -> Samples:
 class FakeWorker:
     """A process that records metrics for ``model`` into ``directory`` and stays alive."""
 
-    def __init__(self, directory: Path, model: str, codes: str) -> None:
+    def __init__(
+        self, directory: Path, model: str, codes: str, device_bytes: int | None = None
+    ) -> None:
+        extra = [] if device_bytes is None else [str(device_bytes)]
         self.process = subprocess.Popen(
-            [sys.executable, "-c", FAKE_WORKER, model, codes],
+            [sys.executable, "-c", FAKE_WORKER, model, codes, *extra],
             env={**os.environ, PROMETHEUS_MULTIPROC_DIR: str(directory)},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -131,6 +135,21 @@ def workers(tmp_path: Path) -> Iterator[tuple[Path, list[FakeWorker]]]:
 
 
 # --- summing the workers' files -------------------------------------------------------------
+
+
+def test_gpu_memory_per_model_sums_its_live_workers_and_is_absent_on_the_cpu(
+    workers: tuple[Path, list[FakeWorker]],
+) -> None:
+    directory, started = workers
+    first = FakeWorker(directory, "g", "200", device_bytes=1_000_000)
+    second = FakeWorker(directory, "g", "200", device_bytes=2_000_000)
+    cpu = FakeWorker(directory, "c", "200")
+    started += [first, second, cpu]
+    live = scrape(directory)
+    assert value(live, "scorer_worker_device_memory_bytes", model="g") == 3_000_000
+    assert value(live, "scorer_worker_device_memory_bytes", model="c") is None
+    first.end()
+    assert value(scrape(directory), "scorer_worker_device_memory_bytes", model="g") == 2_000_000
 
 
 def test_counters_of_two_workers_add_up_and_a_dead_workers_counts_stay(

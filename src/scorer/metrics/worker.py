@@ -78,6 +78,13 @@ WORKER_RSS = Gauge(
     ["model"],
     multiprocess_mode="livesum",
 )
+WORKER_DEVICE_MEMORY = Gauge(
+    "scorer_worker_device_memory_bytes",
+    "GPU memory torch holds for the model in its live workers (torch.cuda.memory_allocated), "
+    "summed; each worker's as of its latest batch or load. Absent on the CPU.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
 
 
 def record_load(model: str, outcome: str, seconds: float | None = None) -> None:
@@ -102,10 +109,10 @@ class ModelMetrics:
         self._rss = WORKER_RSS.labels(model)
         self._process = psutil.Process()
 
-    def loaded(self) -> None:
+    def loaded(self, device_bytes: int | None = None) -> None:
         """The model serves in this worker now (until the worker ends)."""
         self._loaded.set(1)
-        self.sample_memory()
+        self.sample_memory(device_bytes)
 
     def request(self, code: int, seconds: float) -> None:
         """One request answered with HTTP ``code`` after ``seconds`` in the worker."""
@@ -120,7 +127,10 @@ class ModelMetrics:
         """What records one duration (seconds) of ``stage`` (one of :data:`STAGES`)."""
         return self._stages[stage].observe
 
-    def sample_memory(self) -> None:
-        """Record this worker's resident memory now."""
+    def sample_memory(self, device_bytes: int | None = None) -> None:
+        """Record this worker's resident memory now, and the GPU memory its model holds
+        (``device_bytes``, measured by the caller; None on the CPU: not recorded)."""
         with contextlib.suppress(psutil.Error):
             self._rss.set(self._process.memory_info().rss)
+        if device_bytes is not None:
+            WORKER_DEVICE_MEMORY.labels(self.model).set(device_bytes)

@@ -179,7 +179,7 @@ class HandlerService:
         _time_stages(chain, self.metrics)
         self.chain = chain
         self.inflight = InflightCounter(self.config.inflight_dir)
-        self.metrics.loaded()
+        self.metrics.loaded(self._device_bytes())
         _log_event(
             "model_loaded",
             model=self.model_name,
@@ -244,7 +244,13 @@ class HandlerService:
         if self.metrics is not None:
             for forward in forwards:
                 self.metrics.forward(len(forward.requests))
-            self.metrics.sample_memory()
+            self.metrics.sample_memory(self._device_bytes())
+
+    def _device_bytes(self) -> int | None:
+        """GPU memory torch holds in this worker (one model per worker), or None on the CPU."""
+        if self.device.type != "cuda":
+            return None
+        return int(torch.cuda.memory_allocated(self.device))
 
     def _handle(self, batch: list[dict[str, Any]], mms_context: Any) -> list[bytes]:
         """The batch through :class:`Batcher` under one deadline; each outcome mapped to its
