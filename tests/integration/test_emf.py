@@ -73,3 +73,42 @@ def test_the_server_writes_per_model_request_counts_to_stdout(tmp_path: Path) ->
     model = [d for d in documents if d.get("model") == "m1" and "ModelsLoaded" in d]
     assert model and model[0]["ModelsLoaded"] == 1
     assert any(d.get("ModelLoads") == 1 and d.get("outcome") == "success" for d in documents)
+
+
+def test_sigterm_flushes_what_the_interval_had_not_written_for_both_models(
+    tmp_path: Path,
+) -> None:
+    """With an hour's interval nothing is written while the server runs: every EMF line
+    comes from the flush on SIGTERM, for both models, each with its ``model`` dimension."""
+    if external_url() is not None:
+        pytest.skip("starts its own server")
+    models_root = tmp_path / "models"
+    dirs = {name: creative_model_dir(models_root, name) for name in ("m1", "m2")}
+    env = server_environ(
+        tmp_path / "run",
+        {
+            "SAGEMAKER_MULTI_MODEL": "true",
+            "SCORER_MODELS_ROOT": str(models_root),
+            "SCORER_EMF_INTERVAL_SECONDS": "3600",
+        },
+    )
+    log = tmp_path / "serve.log"
+    with serving_entrypoint(env, log) as (_process, url):
+        with httpx.Client(base_url=url, timeout=180) as client:
+            for name, model_dir in dirs.items():
+                assert load(client, name, model_dir).status_code == 200
+            for name, count in (("m1", 2), ("m2", 1)):
+                for _ in range(count):
+                    response = client.post(
+                        f"/models/{name}/invoke",
+                        content=image_bytes(),
+                        headers={"Content-Type": "image/jpeg"},
+                    )
+                    assert response.status_code == 200, response.text
+        assert requests_in(log) == {}  # the interval has not come: nothing written yet
+    # serving_entrypoint has sent SIGTERM and waited for the process
+    assert requests_in(log) == {("m1", "200"): 2, ("m2", "200"): 1}
+    for document in emf_documents(log):
+        if "Requests" in document:
+            dimensions = document["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+            assert ["model", "code"] in dimensions or ["model"] in dimensions, dimensions
