@@ -40,14 +40,14 @@ from scorer.cache.cache import ModelCache
 from scorer.cache.settings import parse_size
 from scorer.cache.sources import DirectorySource, open_source
 from scorer.config import ServerConfig, load_config
-from scorer.errors import ConfigError, ModelServerUnavailableError
+from scorer.errors import ConfigError, ModelServerUnavailableError, ScorerError
 from scorer.frontend.backend import ModelServerEndpoint
 from scorer.local.app import create_app
 from scorer.local.reload import ArchiveReloader, DeveloperRegistry, ModelVersions
 from scorer.local.settings import LOCAL_REGION, LocalSettings, load_local_settings
 from scorer.local.watch import FileWatcher
 from scorer.metrics.emf import EmfSettings, emf_settings
-from scorer.models.archive import safe_extract
+from scorer.models.archive import check_archive, safe_extract
 from scorer.modelserver.client import ModelServerClient
 from scorer.modelserver.ports import free_loopback_port
 from scorer.modelserver.process import ModelServer
@@ -58,6 +58,21 @@ logger = logging.getLogger("scorer.local")
 
 MODEL_SERVER_START_TIMEOUT = 180.0
 _EXTERNAL_WAIT_SECONDS = 180.0
+
+
+_EXAMPLE_CANDIDATES = 10  # archives checked for the invoke snippet (each is read in full)
+
+
+def _files(archive: Path) -> tuple[str, ...] | None:
+    """The archive's files if it passes scorer's archive checks, else None."""
+    try:
+        return check_archive(archive).files
+    except ScorerError:
+        return None
+
+
+def _has_user_code(files: tuple[str, ...]) -> bool:
+    return any(name.startswith("code/") for name in files)
 
 
 def invoke_snippet(settings: LocalSettings, url: str, example_model: str | None) -> str:
@@ -257,15 +272,23 @@ class LocalEndpoint:
         return uvicorn.Server(config)
 
     def example_model(self) -> str | None:
-        """One archive under a directory prefix, to show in the invoke snippet."""
+        """One archive under a directory prefix, to show in the invoke snippet: of the first
+        :data:`_EXAMPLE_CANDIDATES` (by name), the first that passes the archive checks and
+        is served by scorer's default chain (no ``code/``: no user code that may fail to
+        load), else the first that passes the checks, else the first."""
         prefix = self.settings.cache.model_prefix
         if not prefix:
             return None
         source = open_source(prefix)
         if isinstance(source, DirectorySource) and source.root.is_dir():
-            found = sorted(source.root.rglob("*.tar.gz"))
-            if found:
-                return found[0].relative_to(source.root).as_posix()
+            found = sorted(source.root.rglob("*.tar.gz"))[:_EXAMPLE_CANDIDATES]
+            if not found:
+                return "creative-v3.tar.gz"
+            checked = [(path, _files(path)) for path in found]
+            usable = [(path, files) for path, files in checked if files is not None]
+            default_chain = [path for path, files in usable if not _has_user_code(files)]
+            pick = (default_chain or [path for path, _ in usable] or found)[0]
+            return pick.relative_to(source.root).as_posix()
         return "creative-v3.tar.gz"
 
     def serve(self, announce: Callable[[str], None] | None = None) -> None:
