@@ -159,6 +159,7 @@ def test_environment_names_are_the_ones_scorer_reads(services: dict[str, Any]) -
         cache_settings.CACHE_MAX_MODELS,
         cache_settings.CACHE_MAX_MEMORY,
         local_settings.ENDPOINT_NAME,
+        local_settings.WATCH,
     }
     scorer_names = {n for n in services["emulator"]["environment"] if n.startswith("SCORER_")}
     assert scorer_names <= known, scorer_names - known
