@@ -55,6 +55,7 @@ MAX_BATCH_SIZE = "SCORER_MAX_BATCH_SIZE"  # requests one forward pass may take (
 MAX_BATCH_DELAY_MS = "SCORER_MAX_BATCH_DELAY_MS"  # how long MMS gathers a batch
 MMS_PLUGINS = "SCORER_MMS_PLUGINS"  # folder of scorer's MMS plugin jars (/ping, ...)
 MMS_LOG_CONFIG = "SCORER_MMS_LOG_CONFIG"  # MMS's log4j2 configuration file
+LOG_FORMAT = "SCORER_LOG_FORMAT"  # json | text: scorer's event lines (one per request, ...)
 
 # --- the model cache (self-managed multi-model mode and the local emulator) -------------
 MODEL_PREFIX = "SCORER_MODEL_PREFIX"  # where model keys resolve: a directory or s3://b/p/
@@ -129,6 +130,7 @@ class ServerConfig:
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
     emf: bool = True
+    log_format: str = "json"
     metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
     emf_interval_seconds: int = DEFAULT_EMF_INTERVAL_SECONDS
 
@@ -333,6 +335,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         mms_plugins_dir=_optional_path(env, MMS_PLUGINS),
         mms_log_config=_optional_path(env, MMS_LOG_CONFIG),
         emf=_bool(env, EMF, True),
+        log_format=_choice(env, LOG_FORMAT, ("json", "text")),
         metrics_namespace=_namespace(env),
         emf_interval_seconds=_required_int(
             env, EMF_INTERVAL_SECONDS, DEFAULT_EMF_INTERVAL_SECONDS, 1, 86_400
@@ -388,6 +391,7 @@ def to_environ(config: ServerConfig) -> dict[str, str]:
         MAX_BATCH_SIZE: str(config.max_batch_size),
         MAX_BATCH_DELAY_MS: str(config.max_batch_delay_ms),
         EMF: str(config.emf).lower(),
+        LOG_FORMAT: config.log_format,
         METRICS_NAMESPACE: config.metrics_namespace,
         EMF_INTERVAL_SECONDS: str(config.emf_interval_seconds),
         SAFE_PORT_RANGE: "",

@@ -385,6 +385,15 @@ def test_the_handler_counts_times_and_logs_each_request(
         ("req-2", 200, 3),
     ]
     assert all(r["model"] == model and r["ms"] >= 0 for r in requests)
+    # the fields of docs/observability.md, the same for every request of the batch but sizes
+    assert [(r["bytes_in"], r["content_type"]) for r in requests] == [
+        (len(JPEG), "image/jpeg"),
+        (len(b"definitely not a jpeg"), "image/jpeg"),
+        (len(JPEG), "image/jpeg"),
+    ]
+    assert requests[0]["bytes_out"] > 0 and requests[0]["time"].endswith("+00:00")
+    assert set(requests[0]["stages_ms"]) == {"decode", "forward", "encode"}
+    assert "definitely" not in " ".join(lines)  # never the payload
 
 
 def test_loads_are_counted_by_outcome(

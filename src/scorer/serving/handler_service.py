@@ -55,6 +55,7 @@ from scorer.modelserver import janitor, load_failures
 from scorer.modelserver.inflight import InflightCounter
 from scorer.serving import requirements
 from scorer.serving.bounded import BoundedRunner, call_with_deadline
+from scorer.serving.events import log_event
 from scorer.serving.resources import (
     configure_threads,
     limit_memory,
@@ -76,8 +77,29 @@ def _remove_crlf(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
-def _log_event(event: str, **fields: Any) -> None:
-    logger.info(json.dumps({"event": event, **fields}, default=str, sort_keys=True))
+class _StageTotals:
+    """Seconds spent in each stage (decode, forward, encode) since the last :meth:`take`,
+    for the request log line; the image pool decodes on other threads, hence the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seconds: dict[str, float] = {}
+
+    def observer(self, stage: str, also: Callable[[float], None]) -> Callable[[float], None]:
+        """What records one duration of ``stage`` here and in ``also`` (the histogram)."""
+
+        def observe(seconds: float) -> None:
+            also(seconds)
+            with self._lock:
+                self._seconds[stage] = self._seconds.get(stage, 0.0) + seconds
+
+        return observe
+
+    def take(self) -> dict[str, float]:
+        """The totals in ms since the last call (one batch's), and start again."""
+        with self._lock:
+            taken, self._seconds = self._seconds, {}
+        return {stage: round(seconds * 1000, 1) for stage, seconds in sorted(taken.items())}
 
 
 def _timed(hook: Hook, observe: Callable[[float], None]) -> Hook:
@@ -93,15 +115,19 @@ def _timed(hook: Hook, observe: Callable[[float], None]) -> Hook:
     return Hook(fn=run, takes_context=True, context_by_keyword=True)
 
 
-def _time_stages(chain: Chain, metrics: ModelMetrics) -> None:
+def _time_stages(chain: Chain, metrics: ModelMetrics, totals: _StageTotals) -> None:
     """Time the chain's hooks as the decode, forward and encode stages (the chain and the
-    batcher call them; neither knows of metrics)."""
-    chain.input_fn = _timed(chain.input_fn, metrics.stage_observer("decode"))
-    chain.predict_fn = _timed(chain.predict_fn, metrics.stage_observer("forward"))
-    chain.output_fn = _timed(chain.output_fn, metrics.stage_observer("encode"))
+    batcher call them; neither knows of metrics) into the histograms and ``totals``."""
+
+    def observer(stage: str) -> Callable[[float], None]:
+        return totals.observer(stage, metrics.stage_observer(stage))
+
+    chain.input_fn = _timed(chain.input_fn, observer("decode"))
+    chain.predict_fn = _timed(chain.predict_fn, observer("forward"))
+    chain.output_fn = _timed(chain.output_fn, observer("encode"))
     batch_predict = chain.batch_predict_fn
     if batch_predict is not None:
-        observe = metrics.stage_observer("forward")
+        observe = observer("forward")
 
         def timed_batch(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
@@ -128,6 +154,7 @@ class HandlerService:
         self.batcher: Batcher | None = None  # the chain's, made on the first request
         self.inflight: InflightCounter | None = None
         self.metrics: ModelMetrics | None = None  # once the model is loaded
+        self.stages = _StageTotals()  # each batch's stage times, for its request lines
 
     def check_model_dir(self) -> None:
         """In multi-model mode, only safe names and directories under the models root load.
@@ -176,12 +203,14 @@ class HandlerService:
         )
         chain.load(self.model_dir)
         self.metrics = ModelMetrics(self.model_name)
-        _time_stages(chain, self.metrics)
+        _time_stages(chain, self.metrics, self.stages)
         self.chain = chain
         self.inflight = InflightCounter(self.config.inflight_dir)
         self.metrics.loaded(self._device_bytes())
-        _log_event(
+        log_event(
+            logger,
             "model_loaded",
+            self.config.log_format,
             model=self.model_name,
             device=str(self.device),
             threads=torch.get_num_threads(),
@@ -229,18 +258,23 @@ class HandlerService:
     def _answered(
         self,
         requests: list[BatchRequest],
-        statuses: list[int],
+        replies: list[tuple[int, bytes]],
         started: float,
         forwards: list[Forward],
     ) -> None:
-        """Count and log each answered request; record the batch's forward sizes."""
+        """Count and log each answered request (one line each: docs/observability.md);
+        record the batch's forward sizes."""
         seconds = time.monotonic() - started
         ms = round(seconds * 1000, 1)
-        for request, status in zip(requests, statuses, strict=True):
+        stages = self.stages.take()  # the batch's, shared by its requests
+        for request, (status, body) in zip(requests, replies, strict=True):
             if self.metrics is not None:
                 self.metrics.request(status, seconds)
-            _log_event("request", request_id=request.context.request_id, model=self.model_name,
-                       status=status, ms=ms, batch_size=len(requests))  # fmt: skip
+            ctx = request.context
+            log_event(logger, "request", self.config.log_format, request_id=ctx.request_id,
+                      model=self.model_name, status=status, ms=ms, batch_size=len(requests),
+                      stages_ms=stages, content_type=ctx.content_type, accept=ctx.accept,
+                      bytes_in=len(request.body), bytes_out=len(body))  # fmt: skip
         if self.metrics is not None:
             for forward in forwards:
                 self.metrics.forward(len(forward.requests))
@@ -288,7 +322,7 @@ class HandlerService:
         ]
         # a batch past its deadline may still run: its forwards are not known yet
         forwards = [] if timed_out else list(self.batcher.last_forwards)
-        self._answered(requests, [status for status, _ in replies], started, forwards)
+        self._answered(requests, replies, started, forwards)
         responses = [body for _, body in replies]
         if self.runner.wedged:
             _exit_after_reply(self.model_name)
@@ -391,17 +425,20 @@ def _with_location(message: str, exc: BaseException, model_dir: Path) -> str:
 
 
 def _load_failed(
-    failures: Path,
+    config: ServerConfig,
     model_name: str,
     status: int,
     message: str,
     public: bool = True,
     error_type: str = "ModelLoadError",
 ) -> None:
-    _log_event("model_load_failed", model=model_name, status=status, error=message)
+    log_event(logger, "model_load_failed", config.log_format, model=model_name, status=status,
+              error=message)  # fmt: skip
     record_load(model_name, _LOAD_OUTCOMES.get(status, "error"))
     try:
-        load_failures.record(failures, model_name, status, message, public, error_type)
+        load_failures.record(
+            config.load_failures_dir, model_name, status, message, public, error_type
+        )
     except OSError:
         logger.exception("cannot record the load failure of %s", model_name)
 
@@ -416,7 +453,6 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
         model_dir = Path(props.get("model_dir"))
         model_name = context.model_name if hasattr(context, "model_name") else model_dir.name
         config = load_config()
-        failures = config.load_failures_dir
         started = time.monotonic()
         try:
             service = HandlerService(config, model_name, model_dir, props.get("gpu_id"))
@@ -426,25 +462,25 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
                 f"model {model_name} did not load within {config.load_timeout_seconds} s "
                 "(SCORER_MODEL_LOAD_TIMEOUT)"
             )
-            _load_failed(failures, model_name, 504, message, error_type="ModelLoadTimeout")
+            _load_failed(config, model_name, 504, message, error_type="ModelLoadTimeout")
             raise ModelLoadError(message) from None
         except _OOM_ERRORS as exc:
             message = f"out of memory loading {model_name}: {exc}"
-            _load_failed(failures, model_name, 507, message, error_type="InsufficientMemoryError")
+            _load_failed(config, model_name, 507, message, error_type="InsufficientMemoryError")
             if config.multi_model:
                 janitor.start(config.port, model_name)  # MMS keeps a 507 model registered
             raise MemoryError(f"out of memory loading {model_name}") from None
         except ScorerError as exc:
             status = int(exc.status_code)
             message = _with_location(exc.message, exc, model_dir)
-            _load_failed(failures, model_name, status, message, error_type=type(exc).__name__)
+            _load_failed(config, model_name, status, message, error_type=type(exc).__name__)
             raise
         except Exception as exc:
             logger.exception("loading model %s failed", model_name)
             message = _with_location(f"{type(exc).__name__}: {exc}", exc, model_dir)
-            _load_failed(failures, model_name, 500, message, False, type(exc).__name__)
+            _load_failed(config, model_name, 500, message, False, type(exc).__name__)
             raise
-        load_failures.clear(failures, model_name)
+        load_failures.clear(config.load_failures_dir, model_name)
         record_load(model_name, "success", time.monotonic() - started)
         _service = service
         return None
