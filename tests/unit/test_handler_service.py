@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from scorer.inference.image_pool import SERIAL, ImagePool
 from scorer.models.loading import LoadedModel
 from scorer.serving import handler_service
 from scorer.serving.handler_service import HandlerService
+from scorer.serving.resources import choose_forward_threads
 from tests.support.models import add_code, creative_model_dir, image_bytes
 
 JPEG = image_bytes("JPEG", (96, 80), seed=4)
@@ -503,3 +505,33 @@ def test_handle_delegates_to_the_loaded_service(
 
 def test_run_dir_is_not_created_without_requirements(creative: HandlerService) -> None:
     assert not os.path.exists(creative.config.packages_dir)
+
+
+def test_forward_threads_are_kept_only_where_they_speed_up_the_forward() -> None:
+    """choose_forward_threads: measured, not assumed; slow models are not probed."""
+    calls: list[int] = []
+
+    def forward(cost_ms: dict[int, float]) -> Callable[[], object]:
+        def run() -> object:
+            threads = torch.get_num_threads()
+            calls.append(threads)
+            time.sleep(cost_ms[threads] / 1000)
+            return None
+
+        return run
+
+    before = torch.get_num_threads()
+    try:
+        flat = forward({2: 4.0, 1: 4.2})  # a small model: the second thread gains nothing
+        assert choose_forward_threads(flat, 2, warm_up_ms=10.0)[0] == 1
+        assert torch.get_num_threads() == 1
+        scales = forward({2: 5.0, 1: 10.0})  # twice as fast with both
+        chosen, measured = choose_forward_threads(scales, 2, warm_up_ms=10.0)
+        assert chosen == 2 and torch.get_num_threads() == 2
+        assert measured["forward_ms_1_thread"] >= 10.0 and measured["forward_ms_threads"] >= 5.0
+        calls.clear()
+        assert choose_forward_threads(flat, 2, warm_up_ms=75.0) == (2, {})  # not probed
+        assert choose_forward_threads(flat, 1, warm_up_ms=10.0) == (1, {})
+        assert calls == []
+    finally:
+        torch.set_num_threads(before)

@@ -23,6 +23,7 @@ Its state and contracts:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ class Chain:
         self.user = user
         self.default_accept = default_accept
         self.model: Any = None
+        self.warm_up_ms: float | None = None  # how long the warm-up took, once loaded
         self.model_fn = user.get("model_fn") or make_hook("model_fn", defaults.model_fn)
         self.input_fn = user.get("input_fn") or make_hook("input_fn", self._default_input_fn)
         self.predict_fn = user.get("predict_fn") or make_hook("predict_fn", defaults.predict_fn)
@@ -113,7 +115,9 @@ class Chain:
     def load(self, model_dir: Path, context: RequestContext | None = None) -> Any:
         """Call ``model_fn`` once, warm the model up and keep the model ``warm_up`` returns."""
         model = self.model_fn(str(model_dir), context=context)
+        started = time.perf_counter()
         self.model = self.defaults.warm_up(model)
+        self.warm_up_ms = (time.perf_counter() - started) * 1000
         return self.model
 
     def _default_input_fn(self, body: bytes, content_type: str) -> Any:

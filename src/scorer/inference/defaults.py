@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -169,10 +170,7 @@ class CreativeScoringDefaults:
         """
         if not isinstance(model, LoadedModel):
             return model
-        size = model.spec.input.size
-        dummy = torch.zeros(1, 3, size, size, device=self.device)
-        if self.device.type == "cpu":
-            dummy = dummy.contiguous(memory_format=torch.channels_last)
+        dummy = self._one_image(model)
         try:
             with torch.inference_mode():
                 out = model(dummy)
@@ -184,6 +182,26 @@ class CreativeScoringDefaults:
             heads = default_spec(model.spec.name, heads=int(out.shape[1])).heads
             return dataclasses.replace(model, spec=dataclasses.replace(model.spec, heads=heads))
         return model
+
+    def one_image_forward(self, model: Any) -> Callable[[], object] | None:
+        """A forward pass of one blank image through ``model`` (to time it), or None for a
+        model that is not scorer's image model."""
+        if not isinstance(model, LoadedModel):
+            return None
+        dummy = self._one_image(model)
+
+        def forward() -> object:
+            with torch.inference_mode():
+                return model(dummy)
+
+        return forward
+
+    def _one_image(self, model: LoadedModel) -> torch.Tensor:
+        size = model.spec.input.size
+        dummy = torch.zeros(1, 3, size, size, device=self.device)
+        if self.device.type == "cpu":
+            dummy = dummy.contiguous(memory_format=torch.channels_last)
+        return dummy
 
     def input_fn(
         self,

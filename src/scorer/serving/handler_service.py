@@ -57,6 +57,7 @@ from scorer.serving import requirements
 from scorer.serving.bounded import BoundedRunner, call_with_deadline
 from scorer.serving.events import log_event
 from scorer.serving.resources import (
+    choose_forward_threads,
     configure_threads,
     limit_memory,
     memory_limit_bytes,
@@ -202,6 +203,7 @@ class HandlerService:
             default_accept=self.config.default_accept,
         )
         chain.load(self.model_dir)
+        threads_probe = self._choose_threads(chain, defaults)
         self.metrics = ModelMetrics(self.model_name)
         _time_stages(chain, self.metrics, self.stages)
         self.chain = chain
@@ -218,7 +220,18 @@ class HandlerService:
             user_hooks=chain.customised,
             ms=round((time.monotonic() - started) * 1000, 1),
             pid=os.getpid(),
+            **threads_probe,
         )
+
+    def _choose_threads(self, chain: Chain, defaults: CreativeScoringDefaults) -> dict[str, float]:
+        """On the CPU, with no thread count configured: one thread for a model whose
+        threads do not speed up its forward (:func:`choose_forward_threads`); what was
+        measured, for the ``model_loaded`` line."""
+        forward = defaults.one_image_forward(chain.model)
+        if self.device.type != "cpu" or self.config.threads_per_worker is not None or not forward:
+            return {}
+        _, measured = choose_forward_threads(forward, torch.get_num_threads(), chain.warm_up_ms)
+        return measured
 
     def _request_context(self, mms_context: Any, idx: int) -> RequestContext:
         raw = mms_context.get_all_request_header(idx) or {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +71,48 @@ def configure_threads(threads: int) -> ImagePool:
     with contextlib.suppress(RuntimeError):  # already set once in this process
         torch.set_num_interop_threads(1)
     return ImagePool(threads)
+
+
+PROBE_BELOW_MS = 30.0  # a warm-up forward slower than this: a model that uses its threads
+MIN_THREAD_SPEEDUP = 1.25  # what the worker's threads must gain over one to be kept
+
+
+def choose_forward_threads(
+    forward: Callable[[], object], threads: int, warm_up_ms: float | None, repeats: int = 3
+) -> tuple[int, dict[str, float]]:
+    """How many torch threads the model's forward pass gets: ``threads``, or 1 when a
+    one-image forward is fast and ``threads`` barely speed it up (measured here, best of
+    ``repeats`` each way).
+
+    A small network's operators are too short to split well: its extra threads mostly wait
+    at each operator's end, then spin, taking the cores from the model server's frontend
+    and the image decoding; measured on 2 cores, mobilenet_v3_small served 1.17x the
+    requests at concurrency 8 with 1 thread, and its p99 at concurrency 1 fell from 2.35x
+    to 1.33x its p50 (bench/README.md). A model whose warm-up took ``PROBE_BELOW_MS`` or
+    more is not probed: its threads pay (resnet50: 63 ms with 2 threads, 111 ms with 1),
+    and the probe would lengthen its cold start (by 0.55 s for resnet50; 36 ms for
+    mobilenet_v3_small). ``warm_up_ms``: how long the model's warm-up (one such forward,
+    with lazy initialisation) took, or None if it had none.
+    Returns the threads (torch is left set to them) and what was measured (ms).
+    """
+    import torch
+
+    if threads <= 1 or warm_up_ms is None or warm_up_ms >= PROBE_BELOW_MS:
+        return threads, {}
+
+    def best_ms(count: int) -> float:
+        torch.set_num_threads(count)
+        timings = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            forward()
+            timings.append((time.perf_counter() - started) * 1000)
+        return min(timings)
+
+    many, one = best_ms(threads), best_ms(1)
+    chosen = threads if one >= MIN_THREAD_SPEEDUP * many else 1
+    torch.set_num_threads(chosen)
+    return chosen, {"forward_ms_threads": round(many, 2), "forward_ms_1_thread": round(one, 2)}
 
 
 AUTO_MEMORY_SHARE = 0.9  # of the memory free when the model loads
