@@ -30,6 +30,18 @@ DEPLOYMENT_MEMORY_MB = 1024
 DEPLOYMENT_DISK = Size.gibibytes(10)
 
 
+
+def private_bucket(scope: Construct, construct_id: str) -> s3.Bucket:
+    """A bucket the stack creates: no public access, encrypted, TLS only, kept on delete."""
+    return s3.Bucket(
+        scope,
+        construct_id,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        enforce_ssl=True,
+        removal_policy=RemovalPolicy.RETAIN,
+    )
+
 class ModelFiles(Construct):
     """The model data location of one endpoint, with the upload that fills it (if any)."""
 
@@ -54,14 +66,7 @@ class ModelFiles(Construct):
 
         given = settings.model_prefix
         if given is None:
-            bucket = s3.Bucket(
-                self,
-                "Bucket",
-                block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-                encryption=s3.BucketEncryption.S3_MANAGED,
-                enforce_ssl=True,
-                removal_policy=RemovalPolicy.RETAIN,
-            )
+            bucket = private_bucket(self, "Bucket")
             self.bucket = bucket
             self.prefix = S3Prefix(bucket=bucket.bucket_name, key_prefix=DEFAULT_KEY_PREFIX)
         else:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Annotations, Aws, CfnOutput, RemovalPolicy, Stack, Token
+from aws_cdk import Annotations, Aws, CfnOutput, Stack, Token
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
@@ -25,7 +24,7 @@ from scorer_infra.alarms import endpoint_alarms
 from scorer_infra.hosting import component_name
 from scorer_infra.image import EcrImage
 from scorer_infra.instance_types import Hardware
-from scorer_infra.model_files import ModelFiles
+from scorer_infra.model_files import ModelFiles, private_bucket
 from scorer_infra.naming import content_name
 from scorer_infra.role import execution_role, s3_prefix_statement
 from scorer_infra.s3_location import S3Prefix, parse_s3_prefix
@@ -378,14 +377,7 @@ class ScorerEndpointStack(Stack):
         given = self.settings.data_capture.destination
         if given is not None:
             return parse_s3_prefix(given, key="data_capture_s3_uri")
-        bucket = s3.Bucket(
-            self,
-            "DataCaptureBucket",
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            encryption=s3.BucketEncryption.S3_MANAGED,
-            enforce_ssl=True,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        bucket = private_bucket(self, "DataCaptureBucket")
         return S3Prefix(bucket=bucket.bucket_name, key_prefix=DATA_CAPTURE_KEY_PREFIX)
 
     def _data_capture_statements(self, prefix: S3Prefix) -> list[iam.PolicyStatement]:
