@@ -36,17 +36,14 @@ def metrics_route(endpoint: ModelServerEndpoint, cache: ModelCache | None) -> Ro
             models = {model.name: model.key for model in cache.resident()}
             collectors.append(CacheCollector(cache.stats(), models))
         registry = registry_of(*collectors)
-        if workers is not None:
-            body, content_type = await run_in_threadpool(
-                render, registry, request.headers.get("accept", "")
-            )
-            return Response(body, 200, headers={"content-type": content_type})
-        # the model server's own text is appended: both must be the text format
-        body, content_type = await run_in_threadpool(render, registry, "text/plain")
-        async with ModelServerClient(endpoint.url) as client:
-            upstream = await client.metrics_text()
-        if upstream:
-            body += upstream.encode()
+        # an external model server's own text is appended: both must be the text format
+        accept = request.headers.get("accept", "") if workers is not None else "text/plain"
+        body, content_type = await run_in_threadpool(render, registry, accept)
+        if workers is None:
+            async with ModelServerClient(endpoint.url) as client:
+                upstream = await client.metrics_text()
+            if upstream:
+                body += upstream.encode()
         return Response(body, 200, headers={"content-type": content_type})
 
     return Route(METRICS_PATH, metrics, methods=["GET"])

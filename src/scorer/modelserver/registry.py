@@ -95,15 +95,14 @@ class MmsModelRegistry:
 
     def _recorded_reason(self, name: str, since: float) -> str | None:
         """Why the worker says this load failed, if recorded during this call. A reason that
-        quotes the model's own exception (not public) is withheld: MMS's answer carries it
-        too (scorer's load failure reporter), so it is not used either."""
+        quotes the model's own exception (not public) is withheld: only its type."""
         if self.load_failures_dir is None:
             return None
         record = load_failures.read_since(self.load_failures_dir, name, since - 1)
         if not record or not record.get("message"):
             return None
         if not record.get("public"):
-            return f"the model's code raised {record.get('type') or 'an error'} while loading"
+            return _withheld(record.get("type"))
         return str(record["message"])
 
     def _see_log(self) -> str:
@@ -148,4 +147,9 @@ def _answered_reason(response: httpx.Response) -> str:
         kind = None
     if not kind or kind == "InternalServerException":  # MMS's own fixed answer
         return error_message(response)
-    return f"the model's code raised {kind} while loading"
+    return _withheld(kind)
+
+
+def _withheld(kind: object) -> str:
+    """What a client is told of a load that failed in the model's own code (its type only)."""
+    return f"the model's code raised {kind or 'an error'} while loading"
