@@ -79,8 +79,9 @@ def properties(
         "scorer_max_batch_delay_ms": str(config.max_batch_delay_ms),
     }
     if not config.multi_model:
-        # a startup model: MMS registers it with batch size 1 (ModelServer.initModelStore)
-        # and /invocations finds it only among its startup models
+        # a startup model: /invocations finds it only among MMS's startup models; MMS
+        # registers it with batch size 1, and scorer's ServerInitializer gives it scorer's
+        # batching (ai.scorer.mms.ModelBatching.applyToStartupModels)
         props["load_models"] = f"{SINGLE_MODEL_NAME}={config.model_dir}"
     if metrics_url is not None:
         props["scorer_metrics_url"] = metrics_url

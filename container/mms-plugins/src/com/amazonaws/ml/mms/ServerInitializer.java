@@ -2,6 +2,7 @@ package com.amazonaws.ml.mms;
 
 import ai.scorer.mms.AbandonedRequests;
 import ai.scorer.mms.LoadFailureReporter;
+import ai.scorer.mms.ModelBatching;
 import com.amazonaws.ml.mms.http.ApiDescriptionRequestHandler;
 import com.amazonaws.ml.mms.http.HttpRequestHandler;
 import com.amazonaws.ml.mms.http.HttpRequestHandlerChain;
@@ -27,7 +28,10 @@ import io.netty.handler.ssl.SslContext;
  * workers" and only then unregisters the model; the reporter replaces that answer with the
  * reason and status the model's worker recorded, and sends it once the model is gone from
  * {@code GET /models}. MMS never answers requests that were queued for a model when it is
- * unregistered; the second handler answers them 503. MMS builds a connection's pipeline here
+ * unregistered; the second handler answers them 503. Constructing it also gives the models
+ * MMS registered at start-up (a single-model endpoint's) scorer's batching ({@link
+ * ModelBatching#applyToStartupModels}): MMS builds its connectors right after registering
+ * them, before it serves any request, and always registers them with batch size 1. MMS builds a connection's pipeline here
  * and offers no other hook into it, so scorer's {@code ai.scorer.mms.LoadFailures} defines this class in MMS's class
  * loader under MMS's name at start-up, before MMS first uses it (only over the exact 1.1.11
  * class; otherwise MMS keeps its own, with a warning).
@@ -50,6 +54,7 @@ public class ServerInitializer extends ChannelInitializer<Channel> {
     public ServerInitializer(SslContext sslCtx, ConnectorType type) {
         this.sslCtx = sslCtx;
         this.connectorType = type;
+        ModelBatching.applyToStartupModels();
     }
 
     @Override

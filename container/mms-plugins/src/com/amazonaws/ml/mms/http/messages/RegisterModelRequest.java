@@ -1,17 +1,10 @@
 package com.amazonaws.ml.mms.http.messages;
 
+import ai.scorer.mms.ModelBatching;
 import com.amazonaws.ml.mms.util.ConfigManager;
 import com.amazonaws.ml.mms.util.NettyUtils;
-import com.google.gson.JsonElement;
-import com.google.gson.JsonObject;
-import com.google.gson.JsonParser;
 import com.google.gson.annotations.SerializedName;
 import io.netty.handler.codec.http.QueryStringDecoder;
-import java.io.IOException;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.nio.file.Paths;
 
 /**
  * scorer's replacement for MMS 1.1.11's parameters of {@code POST /models}, with
@@ -65,9 +58,6 @@ public class RegisterModelRequest {
     /** A batch field the request did not name (Gson leaves it as the constructor set it). */
     private static final int UNSET = Integer.MIN_VALUE;
 
-    /** The largest spec.json read: the model's spec is a few hundred bytes. */
-    private static final long MAX_SPEC_BYTES = 1 << 20;
-
     /** From the query string: every parameter optional; response_timeout is in minutes. */
     public RegisterModelRequest(QueryStringDecoder decoder) {
         modelName = NettyUtils.getParameter(decoder, "model_name", null);
@@ -99,57 +89,6 @@ public class RegisterModelRequest {
         preloadModel = null;
     }
 
-    /**
-     * The model's {@code spec.json} member {@code batching.<member>} if it is a whole number of
-     * at least {@code least}, else {@code fallback}. The spec is {@code <url>/spec.json}, the url
-     * taken as a directory (absolute, or under MMS's model store); anything unreadable or
-     * invalid gives {@code fallback} (the model's load then reports a bad spec itself).
-     */
-    private int fromSpec(String member, int least, int fallback) {
-        if (modelUrl == null || modelUrl.isEmpty() || modelUrl.contains("://")) {
-            return fallback;
-        }
-        try {
-            Path dir = Paths.get(modelUrl);
-            if (!dir.isAbsolute()) {
-                String store = ConfigManager.getInstance().getModelStore();
-                if (store == null) {
-                    return fallback;
-                }
-                dir = Paths.get(store).resolve(dir);
-            }
-            Path spec = dir.resolve("spec.json");
-            if (!Files.isRegularFile(spec) || Files.size(spec) > MAX_SPEC_BYTES) {
-                return fallback;
-            }
-            String text = new String(Files.readAllBytes(spec), StandardCharsets.UTF_8);
-            JsonElement batching = JsonParser.parseString(text).getAsJsonObject().get("batching");
-            if (batching == null || !batching.isJsonObject()) {
-                return fallback;
-            }
-            JsonObject limits = batching.getAsJsonObject();
-            if (!limits.has(member) || !limits.get(member).isJsonPrimitive()) {
-                return fallback;
-            }
-            String raw = limits.get(member).getAsString();
-            int value = Integer.parseInt(raw.trim());
-            return value >= least ? value : fallback;
-        } catch (IOException | RuntimeException e) {
-            return fallback;
-        }
-    }
-
-    /** An MMS property (scorer writes it from its own configuration). No static fields. */
-    private static int property(String key, int least, int fallback) {
-        String value = ConfigManager.getInstance().getProperty(key, null);
-        try {
-            int parsed = value == null ? fallback : Integer.parseInt(value.trim());
-            return parsed >= least ? parsed : fallback;
-        } catch (NumberFormatException e) {
-            return fallback;
-        }
-    }
-
     public String getModelName() {
         return modelName;
     }
@@ -167,7 +106,7 @@ public class RegisterModelRequest {
         if (batchSize != UNSET) {
             return batchSize;
         }
-        return fromSpec("max_batch_size", 1, property("scorer_max_batch_size", 1, 1));
+        return ModelBatching.batchSize(ModelBatching.modelDir(modelUrl));
     }
 
     /** The request's max_batch_delay, else the model's spec, else scorer's default, else 100. */
@@ -175,7 +114,7 @@ public class RegisterModelRequest {
         if (maxBatchDelay != UNSET) {
             return maxBatchDelay;
         }
-        return fromSpec("max_delay_ms", 0, property("scorer_max_batch_delay_ms", 0, 100));
+        return ModelBatching.maxBatchDelay(ModelBatching.modelDir(modelUrl));
     }
 
     public Integer getInitialWorkers() {
