@@ -262,6 +262,11 @@ def _memory_limit(environ: Mapping[str, str]) -> str:
     return str(megabytes)
 
 
+def read_log_format(environ: Mapping[str, str]) -> str:
+    """``SCORER_LOG_FORMAT``: ``json`` (default) or ``text``, for every event line."""
+    return _choice(environ, LOG_FORMAT, ("json", "text"))
+
+
 def _choice(environ: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
     value = (environ.get(key) or choices[0]).strip().lower()
     if value not in choices:
@@ -335,7 +340,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> ServerConfig:
         mms_plugins_dir=_optional_path(env, MMS_PLUGINS),
         mms_log_config=_optional_path(env, MMS_LOG_CONFIG),
         emf=_bool(env, EMF, True),
-        log_format=_choice(env, LOG_FORMAT, ("json", "text")),
+        log_format=read_log_format(env),
         metrics_namespace=_namespace(env),
         emf_interval_seconds=_required_int(
             env, EMF_INTERVAL_SECONDS, DEFAULT_EMF_INTERVAL_SECONDS, 1, 86_400

@@ -97,6 +97,10 @@ FORBIDDEN = {
     "local": {"serving"},
     "config": {"inference", "models", "cache", "modelserver", "serving", "local", "frontend"},
     "errors": {"config", "inference", "models", "cache", "modelserver", "serving", "local"},
+    "events": {
+        "config", "inference", "models", "cache", "modelserver", "serving", "local",
+        "frontend", "metrics",
+    },
 }  # fmt: skip
 
 

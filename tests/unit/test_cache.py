@@ -182,12 +182,23 @@ def test_cold_load_then_warm_hit(
     assert [line["event"] for line in lines] == ["cache.load", "cache.miss", "cache.hit"]
     for line in lines:
         assert line["model"] == "market/fr.tar.gz"
-        assert {"bytes", "ms"} <= line.keys()
+        assert {"bytes", "ms", "time"} <= line.keys()
     assert lines[0]["bytes"] == first.extracted_bytes
     assert set(lines[0]["phases_ms"]) == {"fetch", "extract", "make_room", "register"}
     assert all(ms >= 0 for ms in lines[0]["phases_ms"].values())
     archive_bytes = (prefix / "market/fr.tar.gz").read_bytes()
     assert lines[0]["sha256"] == hashlib.sha256(archive_bytes).hexdigest()
+
+
+def test_event_lines_follow_the_log_format(
+    tmp_path: Path, prefix: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache, _, _ = make_cache(tmp_path, prefix, log_format="text")
+    caplog.set_level(logging.INFO, logger="scorer.cache")
+    run(cache, lambda: touch(cache, "market/fr.tar.gz"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "scorer.cache"]
+    assert [line.split(" ", 1)[0] for line in lines] == ["cache.load", "cache.miss"]
+    assert all(" model=market/fr.tar.gz " in line for line in lines), lines
 
 
 def test_exactly_one_load_for_eight_concurrent_first_requests(tmp_path: Path, prefix: Path) -> None:
@@ -700,6 +711,7 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
             "SCORER_CACHE_MAX_MODELS": "3",
             "SCORER_CACHE_MAX_MEMORY": "1.5G",
             "SCORER_CACHE_LOAD_WAIT": "5",
+            "SCORER_LOG_FORMAT": "text",
         }
     )
     assert settings == CacheSettings(
@@ -708,10 +720,15 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
         max_models=3,
         max_memory_bytes=int(1.5 * (1 << 30)),
         load_wait_seconds=5.0,
+        log_format="text",
     )
     assert load_cache_settings({}) == CacheSettings()
     assert parse_size("512MiB") == 512 << 20 and parse_size("1024") == 1024
-    for bad in ({"SCORER_CACHE_MAX_MEMORY": "lots"}, {"SCORER_CACHE_MAX_MODELS": "-1"}):
+    for bad in (
+        {"SCORER_CACHE_MAX_MEMORY": "lots"},
+        {"SCORER_CACHE_MAX_MODELS": "-1"},
+        {"SCORER_LOG_FORMAT": "xml"},
+    ):
         with pytest.raises(ConfigError):
             load_cache_settings(bad)
 

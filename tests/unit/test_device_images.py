@@ -209,7 +209,19 @@ def test_the_defaults_report_their_choice(caplog: pytest.LogCaptureFixture) -> N
         defaults = CreativeScoringDefaults(CPU, allow_pickle=False, model_name="m")
     assert defaults.decoding == "pil"
     events = [json.loads(r.getMessage()) for r in caplog.records if "image_decoding" in r.message]
-    assert events == [{"decoding": "pil", "device": "cpu", "event": "image_decoding", "model": "m"}]
+    assert [{k: v for k, v in e.items() if k != "time"} for e in events] == [
+        {"decoding": "pil", "device": "cpu", "event": "image_decoding", "model": "m"}
+    ]
+    assert all("time" in e for e in events)
+
+
+def test_the_choice_is_a_text_line_with_the_text_log_format(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level("INFO", logger="scorer.inference"):
+        CreativeScoringDefaults(CPU, allow_pickle=False, model_name="m", log_format="text")
+    (line,) = [r.getMessage() for r in caplog.records if "image_decoding" in r.message]
+    assert line.startswith("image_decoding decoding=pil device=cpu model=m time=")
 
 
 # --- the serving chain ---------------------------------------------------------------------

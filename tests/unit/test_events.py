@@ -1,11 +1,11 @@
-"""scorer.serving.events: the worker's event lines in JSON and in text."""
+"""scorer.events: event lines in JSON and in text."""
 
 from __future__ import annotations
 
 import datetime
 import json
 
-from scorer.serving.events import event_line
+from scorer.events import event_line
 
 
 def test_json_lines_carry_the_event_the_time_and_the_fields() -> None:

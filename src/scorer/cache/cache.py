@@ -69,6 +69,7 @@ from scorer.errors import (
     ModelServerUnavailableError,
     ScorerError,
 )
+from scorer.events import log_event
 from scorer.models.archive import ArchiveError, ArchiveLimits, ExtractReport, safe_extract
 
 MODEL_SUBDIR = "model"
@@ -144,6 +145,7 @@ class ModelCache:
         load_wait_s: float = 60.0,
         archive_limits: ArchiveLimits | None = None,
         logger: logging.Logger | None = None,
+        log_format: str = "json",
     ) -> None:
         """Args:
         source: where archives are fetched from.
@@ -153,7 +155,8 @@ class ModelCache:
         budgets: resource budgets (host memory, GPU memory...) enforced LRU.
         load_wait_s: how long a request waits for a loading model.
         archive_limits: caps applied to every archive (default :class:`ArchiveLimits`).
-        logger: where the JSON event lines go (default ``scorer.cache``).
+        logger: where the event lines go (default ``scorer.cache``).
+        log_format: the event lines' form, ``json`` or ``text`` (``SCORER_LOG_FORMAT``).
         """
         if max_models is not None and max_models < 1:
             raise ValueError(f"max_models must be at least 1, got {max_models}")
@@ -165,6 +168,7 @@ class ModelCache:
         self.load_wait_s = load_wait_s
         self.archive_limits = archive_limits or ArchiveLimits()
         self._log = logger or logging.getLogger(events.LOGGER_NAME)
+        self._log_format = log_format
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._loading: dict[str, asyncio.Task[None]] = {}
         self._loading_keys: dict[str, str] = {}
@@ -209,6 +213,7 @@ class ModelCache:
             budgets=all_budgets,
             load_wait_s=settings.load_wait_seconds,
             logger=logger,
+            log_format=settings.log_format,
         )
 
     # ------------------------------------------------------------------ public API
@@ -264,8 +269,8 @@ class ModelCache:
                     outcome = "loaded"
                     if not missed:
                         self._counters.hits += 1
-                        events.log_event(
-                            self._log, events.HIT, model=key, name=entry.name,
+                        self._event(
+                            events.HIT, model=key, name=entry.name,
                             bytes=entry.extracted_bytes, ms=0.0,
                         )  # fmt: skip
                     return ModelLease(self, entry)
@@ -287,8 +292,8 @@ class ModelCache:
         finally:
             if missed:
                 loaded = self._entries.get(name)
-                events.log_event(
-                    self._log, events.MISS, model=key, name=loaded.name if loaded else name,
+                self._event(
+                    events.MISS, model=key, name=loaded.name if loaded else name,
                     outcome=outcome,
                     bytes=loaded.extracted_bytes if loaded else 0,
                     ms=round((loop.time() - started) * 1000, 1),
@@ -489,16 +494,16 @@ class ModelCache:
                 await _quietly(self.registry.unregister(name))
             await _finish_in_thread(asyncio.to_thread(_remove_all, (download, staging, final)))
             self._counters.failures += 1
-            events.log_event(
-                self._log, events.FAILURE, model=key, name=name, bytes=fetched,
+            self._event(
+                events.FAILURE, model=key, name=name, bytes=fetched,
                 ms=round((time.perf_counter() - started) * 1000, 1),
                 error=type(exc).__name__, message=str(exc)[:500],
             )  # fmt: skip
             raise
         self._counters.loads += 1
         self._counters.last_load_ms = entry.load_ms
-        events.log_event(
-            self._log, events.LOAD, model=key, name=name, bytes=entry.extracted_bytes,
+        self._event(
+            events.LOAD, model=key, name=name, bytes=entry.extracted_bytes,
             archive_bytes=fetched, footprint=entry.footprint, ms=entry.load_ms,
             phases_ms=phases.ms, sha256=report.sha256,
             **({"replaces": replacing.name} if replacing is not None else {}),
@@ -518,8 +523,8 @@ class ModelCache:
         if self._entries.get(entry.slot) is not entry:
             return  # evicted, discarded or replaced meanwhile
         entry.footprint = footprint
-        events.log_event(
-            self._log, events.MEASURE, model=entry.key, name=entry.name,
+        self._event(
+            events.MEASURE, model=entry.key, name=entry.name,
             footprint=footprint, ms=round((time.perf_counter() - started) * 1000, 1),
         )  # fmt: skip
         await self._enforce_limits(exclude={entry.slot})
@@ -690,7 +695,12 @@ class ModelCache:
         }
         if error:
             fields["unload_error"] = error
-        events.log_event(self._log, events.EVICT, model=entry.key, **fields)
+        self._event(events.EVICT, model=entry.key, **fields)
+
+    def _event(self, event: str, *, model: str, **fields: object) -> None:
+        """One cache event line (failures at WARNING)."""
+        level = logging.WARNING if event == events.FAILURE else logging.INFO
+        log_event(self._log, event, self._log_format, level, model=model, **fields)
 
     # ------------------------------------------------------------------ files
 

@@ -1,10 +1,7 @@
-"""Structured cache events: one JSON line per load, hit, miss, eviction and failure."""
+"""The model cache's event names: one line per load, hit, miss, eviction and failure,
+written by :func:`scorer.events.log_event` (failures at WARNING)."""
 
 from __future__ import annotations
-
-import json
-import logging
-from typing import Any
 
 LOGGER_NAME = "scorer.cache"
 
@@ -15,10 +12,3 @@ MEASURE = "cache.measure"
 EVICT = "cache.evict"
 FAILURE = "cache.failure"
 
-
-def log_event(logger: logging.Logger, event: str, *, model: str, **fields: Any) -> None:
-    """Log ``{"event", "model", ...fields}`` as one JSON line (failures at WARNING)."""
-    record = {"event": event, "model": model, **fields}
-    level = logging.WARNING if event == FAILURE else logging.INFO
-    if logger.isEnabledFor(level):
-        logger.log(level, json.dumps(record, default=str, sort_keys=True))

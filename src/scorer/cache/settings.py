@@ -14,6 +14,7 @@ local emulator both read them):
                                 ModelNotReady (default 60, SageMaker's)
 ``SCORER_CACHE_GPU_MEMORY_FRACTION``  GPU memory budget as a fraction (0-1] of the visible
                                 GPUs' memory (self-managed mode on GPU; default: no limit)
+``SCORER_LOG_FORMAT``           the cache's event lines: ``json`` (default) or ``text``
 ==============================  ==========================================================
 """
 
@@ -31,6 +32,7 @@ from scorer.config import (
     CACHE_MAX_MEMORY,
     CACHE_MAX_MODELS,
     MODEL_PREFIX,
+    read_log_format,
 )
 from scorer.errors import ConfigError
 
@@ -52,6 +54,8 @@ class CacheSettings:
         max_models: most resident models, or None for no limit.
         max_memory_bytes: host memory budget, or None for no limit.
         load_wait_seconds: how long a request waits for a loading model.
+        gpu_memory_fraction: the GPU memory budget as a fraction, or None for no limit.
+        log_format: the cache's event lines, ``json`` or ``text`` (``SCORER_LOG_FORMAT``).
     """
 
     model_prefix: str | None = None
@@ -60,6 +64,7 @@ class CacheSettings:
     max_memory_bytes: int | None = None
     load_wait_seconds: float = DEFAULT_LOAD_WAIT_SECONDS
     gpu_memory_fraction: float | None = None
+    log_format: str = "json"
 
     def __post_init__(self) -> None:
         if self.gpu_memory_fraction is not None and not 0 < self.gpu_memory_fraction <= 1:
@@ -132,4 +137,5 @@ def load_cache_settings(environ: Mapping[str, str]) -> CacheSettings:
         max_models=_optional_int(environ, CACHE_MAX_MODELS),
         max_memory_bytes=memory or None,
         load_wait_seconds=wait,
+        log_format=read_log_format(environ),
     )

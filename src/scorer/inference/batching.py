@@ -34,7 +34,6 @@ Each forward pass logs one JSON line at INFO (``{"event": "forward", "model",
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -43,6 +42,7 @@ from typing import Any, TypeAlias
 import torch
 from PIL import Image
 
+from scorer.events import log_event
 from scorer.inference import codecs
 from scorer.inference.chain import Chain, Response, content_type_of
 from scorer.inference.codecs import ImageBatch, Scores
@@ -132,9 +132,12 @@ def split(scores: Scores, slices: Sequence[slice]) -> list[Scores]:
 class Batcher:
     """Runs MMS batches of requests through one chain; see the module's docstring."""
 
-    def __init__(self, chain: Chain, *, max_images: int = MAX_FORWARD_IMAGES) -> None:
+    def __init__(
+        self, chain: Chain, *, max_images: int = MAX_FORWARD_IMAGES, log_format: str = "json"
+    ) -> None:
         self.chain = chain
         self.max_images = max_images
+        self.log_format = log_format
         self.last_forwards: list[Forward] = []
 
     def run(self, requests: Sequence[BatchRequest]) -> list[Outcome]:
@@ -198,14 +201,10 @@ class Batcher:
     def _record(self, items: Sequence[_Decoded], images: int, kind: str) -> None:
         forward = Forward(tuple(item.index for item in items), images, kind)
         self.last_forwards.append(forward)
-        event = {
-            "event": "forward",
-            "model": self.chain.defaults.model_name,
-            "batch_requests": len(items),
-            "batch_images": images,
-            "kind": kind,
-        }
-        logger.info(json.dumps(event, sort_keys=True))
+        log_event(
+            logger, "forward", self.log_format, model=self.chain.defaults.model_name,
+            batch_requests=len(items), batch_images=images, kind=kind,
+        )  # fmt: skip
 
     def _respond(self, item: _Decoded, prediction: Any) -> Outcome:
         return _outcome(self.chain.respond, prediction, item.accept, item.context)

@@ -29,7 +29,6 @@ budget); without one they run in the caller's thread.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 from PIL import Image
 
 from scorer.errors import BadRequestError, ModelLoadError
+from scorer.events import log_event
 from scorer.inference import codecs
 from scorer.inference.codecs import ImageBatch, Scores
 from scorer.inference.device_images import (
@@ -141,19 +141,17 @@ class CreativeScoringDefaults:
         model_name: str,
         pool: ImagePool = SERIAL,
         decoding: Decoding | None = None,
+        log_format: str = "json",
     ) -> None:
         self.device = device
         self.allow_pickle = allow_pickle
         self.model_name = model_name
         self.pool = pool
         self.decoding: Decoding = choose_decoding(device) if decoding is None else decoding
-        event = {
-            "event": "image_decoding",
-            "model": model_name,
-            "device": str(device),
-            "decoding": self.decoding,
-        }
-        logger.info(json.dumps(event, sort_keys=True))
+        log_event(
+            logger, "image_decoding", log_format, model=model_name, device=str(device),
+            decoding=self.decoding,
+        )  # fmt: skip
 
     def model_fn(self, model_dir: str | Path) -> LoadedModel:
         """Load the model directory; the model carries its spec, input spec included."""

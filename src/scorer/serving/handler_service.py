@@ -45,6 +45,7 @@ from scorer.errors import (
     RequestTimeoutError,
     ScorerError,
 )
+from scorer.events import log_event
 from scorer.inference.batching import Batcher, BatchRequest, Forward, Outcome
 from scorer.inference.chain import Chain, Response
 from scorer.inference.context import CUSTOM_ATTRIBUTES, MAX_CUSTOM_ATTRIBUTES, RequestContext
@@ -55,7 +56,6 @@ from scorer.modelserver import janitor, load_failures
 from scorer.modelserver.inflight import InflightCounter
 from scorer.serving import requirements
 from scorer.serving.bounded import BoundedRunner, call_with_deadline
-from scorer.serving.events import log_event
 from scorer.serving.resources import (
     choose_forward_threads,
     configure_threads,
@@ -195,6 +195,7 @@ class HandlerService:
             allow_pickle=self.config.allow_pickle,
             model_name=self.model_name,
             pool=pool,
+            log_format=self.config.log_format,
         )
         chain = Chain.for_model_dir(
             self.model_dir,
@@ -305,7 +306,7 @@ class HandlerService:
         assert self.chain is not None
         started = time.monotonic()
         if self.batcher is None or self.batcher.chain is not self.chain:
-            self.batcher = Batcher(self.chain)
+            self.batcher = Batcher(self.chain, log_format=self.config.log_format)
         requests = [
             BatchRequest(_body(item), self._request_context(mms_context, idx))
             for idx, item in enumerate(batch)

@@ -1,8 +1,9 @@
-"""scorer's event lines in a model worker: one line per request, per load, per failed load.
+"""scorer's event lines: one line per request, load, failed load, forward pass and cache event.
 
-Each line is one event with flat fields, written through the worker's logger (MMS prefixes
-it with its own time and logger name and ships it to stdout, which SageMaker sends to
-CloudWatch Logs). ``SCORER_LOG_FORMAT`` picks the form:
+Each line is one event with flat fields, written through the caller's logger (in a model
+worker MMS prefixes it with its own time and logger name and ships it to stdout, which
+SageMaker sends to CloudWatch Logs; the model cache's go to the front end's log).
+``SCORER_LOG_FORMAT`` picks the form:
 
 * ``json`` (default): one JSON object, ``{"event": ..., "time": ..., <fields>}``, keys
   sorted, so CloudWatch Logs Insights can query it (``fields model, status, ms``);
@@ -31,9 +32,17 @@ def event_line(event: str, fields: dict[str, Any], log_format: str = "json") -> 
     return json.dumps({"event": event, **stamped}, default=str, sort_keys=True)
 
 
-def log_event(logger: logging.Logger, event: str, log_format: str = "json", **fields: Any) -> None:
-    """Write one event line to ``logger`` at INFO."""
-    logger.info(event_line(event, fields, log_format))
+def log_event(
+    logger: logging.Logger,
+    event: str,
+    log_format: str = "json",
+    level: int = logging.INFO,
+    /,
+    **fields: Any,
+) -> None:
+    """Write one event line to ``logger`` at ``level`` (built only if the level is on)."""
+    if logger.isEnabledFor(level):
+        logger.log(level, event_line(event, fields, log_format))
 
 
 def _now() -> str:
