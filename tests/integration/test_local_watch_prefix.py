@@ -18,7 +18,7 @@ from scorer.cache import CacheSettings, model_hash
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
 from scorer.models.archive import pack_directory
-from tests.support.models import add_code, creative_model_dir
+from tests.support.models import VERSION_SCRIPT, add_code, creative_model_dir
 from tests.support.waiting import wait_for
 from tests.support.watching import WatchedEndpoint, running
 
@@ -27,20 +27,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 RELOAD_BOUND = 90.0  # seconds: only stops a hang
 SLOT = model_hash("hot.tar.gz")
 
-SCRIPT = """import json
-
-
-def input_fn(body, content_type, context):
-    return None
-
-
-def predict_fn(data, model):
-    return "{version}"
-
-
-def output_fn(prediction, accept, context):
-    return json.dumps({{"version": prediction}}), "application/json"
-"""
 
 
 class Prefix(WatchedEndpoint):
@@ -74,7 +60,7 @@ class Prefix(WatchedEndpoint):
 def prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefix]:
     build = tmp_path_factory.mktemp("build")
     root = tmp_path_factory.mktemp("prefix")
-    model_dir = add_code(creative_model_dir(build, "hot"), SCRIPT.format(version="v1"))
+    model_dir = add_code(creative_model_dir(build, "hot"), VERSION_SCRIPT.format(version="v1"))
     pack_directory(model_dir, root / "hot.tar.gz")
     settings = LocalSettings(
         port=0,
@@ -90,7 +76,7 @@ def prefix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prefix]:
 def test_an_archive_rewritten_on_disk_serves_its_new_code(prefix: Prefix) -> None:
     assert prefix.invoke() == "v1"
     assert prefix.registered() == {SLOT}
-    prefix.publish(SCRIPT.format(version="v2"))
+    prefix.publish(VERSION_SCRIPT.format(version="v2"))
     wait_for(lambda: prefix.serves("v2"), RELOAD_BOUND, "the new archive's code")
     wait_for(lambda: prefix.cache_stats()["retiring"] == [], 60, "the old version's unload")
     resident = prefix.cache_stats()["resident"]
@@ -111,6 +97,6 @@ def test_an_archive_whose_code_does_not_import_is_a_model_error_until_fixed(
     assert "'hot.tar.gz' failed to load" in message
     assert "SyntaxError" in message and "code/inference.py, line 3" in message
     wait_for(lambda: prefix.registered() == set(), 60, "the old version's unload")
-    prefix.publish(SCRIPT.format(version="v3"))
+    prefix.publish(VERSION_SCRIPT.format(version="v3"))
     wait_for(lambda: prefix.serves("v3"), RELOAD_BOUND, "the fixed archive's code")
     assert len(prefix.registered()) == 1

@@ -118,3 +118,20 @@ def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (320, 240), seed: int
     buf = io.BytesIO()
     img.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
     return buf.getvalue()
+
+
+# A model whose answer is {"version": "<version>"} whatever the request (hot reload tests).
+VERSION_SCRIPT = """import json
+
+
+def input_fn(body, content_type, context):
+    return None
+
+
+def predict_fn(data, model):
+    return "{version}"
+
+
+def output_fn(prediction, accept, context):
+    return json.dumps({{"version": prediction}}), "application/json"
+"""
