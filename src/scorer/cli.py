@@ -252,6 +252,16 @@ def validate(source: Path, allow_pickle: bool) -> None:
     type=click.IntRange(1, 1000),
     help="Async invocations run at once (MaxConcurrentInvocationsPerInstance) [default 4].",
 )
+@click.option(
+    "--async-success-topic",
+    help="SNS topic ARN told of each async success (NotificationConfig SuccessTopic) "
+    "[env SCORER_LOCAL_ASYNC_SUCCESS_TOPIC].",
+)
+@click.option(
+    "--async-error-topic",
+    help="SNS topic ARN told of each async failure (NotificationConfig ErrorTopic) "
+    "[env SCORER_LOCAL_ASYNC_ERROR_TOPIC].",
+)
 def local(**options: object) -> None:
     """Run a local SageMaker Runtime (InvokeEndpoint) in front of the model server."""
     from scorer.local.runner import run_local
