@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,3 +277,80 @@ def test_a_large_input_reaches_the_model_whole(
         EndpointName=ENDPOINT, Body=b"still here", ContentType="text/plain"
     )
     assert json.loads(small["Body"].read())["size"] == len(b"still here")
+
+
+def _sdk_predictor(endpoint: dict[str, Any], json_answers: bool = True) -> Any:
+    """The SageMaker Python SDK's (v2) AsyncPredictor on the emulator: its runtime client is
+    the emulator's, its S3 client moto's (the standard AWS_ENDPOINT_URL_S3)."""
+    pytest.importorskip("sagemaker.predictor_async", reason="the SageMaker Python SDK (v2)")
+    from sagemaker.deserializers import JSONDeserializer, StringDeserializer
+    from sagemaker.predictor import Predictor
+    from sagemaker.predictor_async import AsyncPredictor
+    from sagemaker.serializers import IdentitySerializer
+    from sagemaker.session import Session
+
+    session = Session(
+        boto_session=boto3.session.Session(),
+        sagemaker_runtime_client=endpoint["runtime"],
+        default_bucket=BUCKET,
+    )
+    predictor = Predictor(
+        ENDPOINT,
+        sagemaker_session=session,
+        serializer=IdentitySerializer("image/jpeg"),
+        deserializer=JSONDeserializer() if json_answers else StringDeserializer(),
+    )
+    return AsyncPredictor(predictor)
+
+
+def _join_sdk_waiters() -> None:
+    """get_result() polls the output and the failure path in two threads and returns when
+    one object is there; the other thread polls on (WaiterConfig's attempts): wait for it,
+    so that nothing outlives the test."""
+    for thread in threading.enumerate():
+        if thread.name.endswith(("(check_output_file)", "(check_failure_file)")):
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+
+
+def test_the_sagemaker_sdks_async_predictor_gets_the_result(
+    world: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    predictor = _sdk_predictor(endpoint)
+    from sagemaker.async_inference import WaiterConfig
+
+    creative = image_bytes("JPEG", seed=12)
+    response = predictor.predict_async(
+        data=creative, input_path=f"s3://{BUCKET}/sdk/c12.jpg", inference_id="sdk-c12"
+    )
+    assert response.output_path == f"{OUTPUT}sdk-c12.out"
+    assert response.failure_path == f"{FAILURES}sdk-c12-error.out"
+    _written(world["s3"], response.output_path)
+    result = response.get_result(WaiterConfig(max_attempts=3, delay=1))
+    _join_sdk_waiters()
+    assert result == {"size": len(creative), "head": creative[:16].hex()}
+    assert _object(world["s3"], f"s3://{BUCKET}/sdk/c12.jpg") == creative  # uploaded by the SDK
+
+
+def test_the_sagemaker_sdk_raises_the_failure_objects_error(
+    world: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    predictor = _sdk_predictor(endpoint, json_answers=False)
+    from sagemaker.async_inference import WaiterConfig
+    from sagemaker.exceptions import AsyncInferenceModelError
+
+    gate, holding = _gate(endpoint, "sdk-timeout")
+    try:
+        response = predictor.predict_async(
+            data=holding,
+            input_path=f"s3://{BUCKET}/sdk/slow.bin",
+            initial_args={"InvocationTimeoutSeconds": 1},
+            inference_id="sdk-slow",
+        )
+        _written(world["s3"], response.failure_path)
+    finally:
+        gate.touch()
+    with pytest.raises(AsyncInferenceModelError) as raised:
+        response.get_result(WaiterConfig(max_attempts=3, delay=1))
+    _join_sdk_waiters()
+    assert "InvocationTimeoutSeconds (1 s)" in str(raised.value)
