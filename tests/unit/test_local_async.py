@@ -215,12 +215,14 @@ def test_settings_from_the_environment() -> None:
             "SCORER_LOCAL_ASYNC_OUTPUT_PATH": OUTPUT,
             "SCORER_LOCAL_ASYNC_FAILURE_PATH": "s3://bucket/failed/",
             "SCORER_LOCAL_ASYNC_MAX_CONCURRENCY": "2",
+            "SCORER_LOCAL_ASYNC_SUCCESS_TOPIC": TOPIC,
         },
-        {"model_dir": Path("model")},
+        {"model_dir": Path("model"), "async_error_topic": TOPIC + "-errors"},
     )
     assert local.async_output_path == OUTPUT
     assert local.async_failure_path == "s3://bucket/failed/"
     assert local.async_max_concurrency == 2
+    assert (local.async_success_topic, local.async_error_topic) == (TOPIC, TOPIC + "-errors")
 
 
 def _job(**changes: Any) -> AsyncJob:
