@@ -23,7 +23,8 @@ longer than its ``RequestTTLSeconds`` is not run; one that runs longer than its
 ``InvocationTimeoutSeconds`` is abandoned; both go to the failure location.
 
 What is not emulated: ``IncludeInferenceResponseIn``, KMS, ``https://`` input locations,
-and the platform's backlog metrics. AWS refuses async calls on multi-model endpoints; so does this.
+and the platform's backlog metrics. AWS refuses async calls on multi-model endpoints; so
+does this.
 """
 
 from __future__ import annotations
