@@ -252,6 +252,16 @@ def validate(source: Path, allow_pickle: bool) -> None:
     type=click.IntRange(1, 1000),
     help="Async invocations run at once (MaxConcurrentInvocationsPerInstance) [default 4].",
 )
+@click.option(
+    "--async-success-topic",
+    help="SNS topic ARN told of each async success (NotificationConfig SuccessTopic) "
+    "[env SCORER_LOCAL_ASYNC_SUCCESS_TOPIC].",
+)
+@click.option(
+    "--async-error-topic",
+    help="SNS topic ARN told of each async failure (NotificationConfig ErrorTopic) "
+    "[env SCORER_LOCAL_ASYNC_ERROR_TOPIC].",
+)
 def local(**options: object) -> None:
     """Run a local SageMaker Runtime (InvokeEndpoint) in front of the model server."""
     from scorer.local.runner import run_local
@@ -279,10 +289,18 @@ def local(**options: object) -> None:
 @click.option("--accept", help="Accept of every request (TransformOutput).")
 @click.option(
     "--split-type",
-    type=click.Choice(["None", "Line"]),
+    type=click.Choice(["None", "Line", "RecordIO", "TFRecord"]),
     default="None",
     show_default=True,
-    help="None: each object is one request; Line: each line is a record.",
+    help="None: each object is one request; Line: each line is a record; RecordIO: each "
+    "MXNet RecordIO record (TFRecord is not emulated).",
+)
+@click.option(
+    "--compression-type",
+    type=click.Choice(["None", "Gzip"]),
+    default="None",
+    show_default=True,
+    help="Gzip: every input object is gzip, decompressed before it is split.",
 )
 @click.option(
     "--batch-strategy",
@@ -308,6 +326,24 @@ def local(**options: object) -> None:
     help="None: answers joined as they are; Line: each answer followed by a newline.",
 )
 @click.option(
+    "--input-filter",
+    help="JSONPath selecting what of each JSON/CSV record is sent (DataProcessing "
+    "InputFilter), e.g. '$[1:]' or '$.features' [default $].",
+)
+@click.option(
+    "--output-filter",
+    help="JSONPath selecting what of each (joined) result is written (OutputFilter), e.g. "
+    "\"$['id','SageMakerOutput']\" [default $].",
+)
+@click.option(
+    "--join-source",
+    type=click.Choice(["None", "Input"]),
+    default="None",
+    show_default=True,
+    help="Input: join each input record with its answer (JSON: SageMakerOutput key; CSV: "
+    "columns appended).",
+)
+@click.option(
     "--run-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the model server keeps its files and logs [a temporary folder].",
@@ -323,6 +359,10 @@ def transform(
     max_payload_mb: int | None,
     max_concurrent: int | None,
     assemble_with: str,
+    compression_type: str,
+    input_filter: str | None,
+    output_filter: str | None,
+    join_source: str,
     run_dir: Path | None,
 ) -> None:
     """Run a batch transform job here: score every input object with the model server the
@@ -343,6 +383,10 @@ def transform(
         max_concurrent=max_concurrent,
         assemble_with=assemble_with,
         run_dir=run_dir,
+        compression_type=compression_type,
+        input_filter=input_filter,
+        output_filter=output_filter,
+        join_source=join_source,
     )
     click.echo(f"scorer transform: starting the model server for {model} ...", err=True)
     with stopped_by_signals():

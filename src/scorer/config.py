@@ -75,6 +75,8 @@ LOCAL_WATCH = "SCORER_LOCAL_WATCH"  # hot reload: re-register models whose files
 LOCAL_ASYNC_OUTPUT_PATH = "SCORER_LOCAL_ASYNC_OUTPUT_PATH"  # s3://b/p/: async results
 LOCAL_ASYNC_FAILURE_PATH = "SCORER_LOCAL_ASYNC_FAILURE_PATH"  # s3://b/p/: async errors
 LOCAL_ASYNC_MAX_CONCURRENCY = "SCORER_LOCAL_ASYNC_MAX_CONCURRENCY"  # async calls at once
+LOCAL_ASYNC_SUCCESS_TOPIC = "SCORER_LOCAL_ASYNC_SUCCESS_TOPIC"  # SNS ARN: async successes
+LOCAL_ASYNC_ERROR_TOPIC = "SCORER_LOCAL_ASYNC_ERROR_TOPIC"  # SNS ARN: async failures
 
 # --- metrics (the first is prometheus_client's name, set by scorer for MMS's workers) -----
 PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"  # where each worker writes its metrics

@@ -18,10 +18,12 @@ from starlette.routing import Route
 from scorer.cache.settings import CacheSettings
 from scorer.errors import ConfigError
 from scorer.local.asynchronous import AsyncInference, AsyncJob
+from scorer.local.notifications import Notifier
 from scorer.local.settings import LocalSettings, load_local_settings
 from scorer.modelserver.client import Invocation
 
 OUTPUT = "s3://bucket/out/"
+TOPIC = "arn:aws:sns:eu-west-1:123456789012:scores"
 
 
 class FakeS3:
@@ -187,6 +189,12 @@ def test_refused_as_validation_errors(
             "needs --async-output",
         ),
         ({"async_max_concurrency": 0}, "1 to 1000"),
+        ({"async_success_topic": "my-topic"}, "must be an SNS topic ARN"),
+        ({"async_error_topic": "arn:aws:sqs:us-east-1:123456789012:q"}, "SNS topic ARN"),
+        (
+            {"async_output_path": None, "async_error_topic": TOPIC},
+            "--async-error-topic needs --async-output-path",
+        ),
     ],
 )
 def test_settings_refuse_what_cannot_work(values: dict[str, Any], needle: str) -> None:
@@ -207,12 +215,14 @@ def test_settings_from_the_environment() -> None:
             "SCORER_LOCAL_ASYNC_OUTPUT_PATH": OUTPUT,
             "SCORER_LOCAL_ASYNC_FAILURE_PATH": "s3://bucket/failed/",
             "SCORER_LOCAL_ASYNC_MAX_CONCURRENCY": "2",
+            "SCORER_LOCAL_ASYNC_SUCCESS_TOPIC": TOPIC,
         },
-        {"model_dir": Path("model")},
+        {"model_dir": Path("model"), "async_error_topic": TOPIC + "-errors"},
     )
     assert local.async_output_path == OUTPUT
     assert local.async_failure_path == "s3://bucket/failed/"
     assert local.async_max_concurrency == 2
+    assert (local.async_success_topic, local.async_error_topic) == (TOPIC, TOPIC + "-errors")
 
 
 def _job(**changes: Any) -> AsyncJob:
@@ -252,3 +262,94 @@ def test_an_invocation_past_its_timeout_is_written_as_a_failure() -> None:
     asyncio.run(asynchronous._run(_job(timeout_seconds=1)))
     assert b"InvocationTimeoutSeconds (1 s)" in store.objects["bucket/out/t-error.out"]
     assert "bucket/out/t.out" not in store.objects
+
+
+class FakeSNS:
+    """publish() as boto3's SNS client takes it; ``fail``: raise as an unreachable SNS."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.published: list[tuple[str, dict[str, Any]]] = []
+        self.regions: list[str] = []
+        self.fail = fail
+
+    def client(self, region: str) -> FakeSNS:
+        self.regions.append(region)
+        return self
+
+    def publish(self, TopicArn: str, Message: str) -> None:  # noqa: N803
+        if self.fail:
+            raise ConnectionError("no SNS here")
+        self.published.append((TopicArn, json.loads(Message)))
+
+
+def _notified(job: AsyncJob, sns: FakeSNS, invoke: Any = _echo) -> FakeS3:
+    store = FakeS3({"in/bad.png": b"bad"})
+    notifier = Notifier(TOPIC, TOPIC.replace("scores", "errors"), sns.client)
+    asynchronous = AsyncInference(settings(), invoke, lambda: store, notifier)
+    asyncio.run(asynchronous._run(job))
+    return store
+
+
+def test_a_success_publishes_the_inference_result_message_to_the_success_topic() -> None:
+    sns = FakeSNS()
+    _notified(_job(accept="application/json", received_at=1_700_000_000.25), sns)
+    [(topic, message)] = sns.published
+    assert topic == TOPIC and sns.regions == ["eu-west-1"]
+    assert message["invocationStatus"] == "Completed"
+    assert message["awsRegion"] == "eu-west-1"
+    assert message["receivedTime"] == "2023-11-14T22:13:20.250Z"
+    assert message["eventTime"] > message["receivedTime"]
+    assert message["requestParameters"] == {
+        "contentType": "text/plain",
+        "endpointName": "e",
+        "accept": "application/json",
+    }
+    assert message["responseParameters"] == {
+        "contentType": "application/json",
+        "outputLocation": f"{OUTPUT}t.out",
+    }
+    assert message["inferenceId"] == "t"
+    assert (message["eventVersion"], message["eventSource"], message["eventName"]) == (
+        "1.0",
+        "aws:sagemaker",
+        "InferenceResult",
+    )
+    assert "failureReason" not in message
+
+
+def test_a_failure_publishes_failed_with_its_reason_to_the_error_topic() -> None:
+    sns = FakeSNS()
+    _notified(_job(body=None, input_location="s3://in/bad.png", content_type="image/png"), sns)
+    [(topic, message)] = sns.published
+    assert topic.endswith(":errors")
+    assert message["invocationStatus"] == "Failed"
+    assert "not an image" in message["failureReason"]
+    assert message["requestParameters"]["inputLocation"] == "s3://in/bad.png"
+    assert message["responseParameters"] == {"failureLocation": f"{OUTPUT}t-error.out"}
+
+
+def test_no_topic_publishes_nothing_and_an_unreachable_sns_does_not_fail_the_request() -> None:
+    sns = FakeSNS()
+    store = FakeS3()
+    notifier = Notifier(None, None, sns.client)
+    asynchronous = AsyncInference(settings(), _echo, lambda: store, notifier)
+    asyncio.run(asynchronous._run(_job()))
+    assert sns.published == [] and sns.regions == []
+    assert "bucket/out/t.out" in store.objects
+    broken = FakeSNS(fail=True)
+    store = _notified(_job(), broken)
+    assert broken.published == []
+    assert "bucket/out/t.out" in store.objects  # the answer is there all the same
+
+
+def test_the_ttl_is_measured_on_the_injected_clock() -> None:
+    now = [1000.0]
+    store = FakeS3()
+    asynchronous = AsyncInference(settings(), _echo, lambda: store, clock=lambda: now[0])
+    job = _job(received=1000.0, ttl_seconds=60)
+    now[0] = 1060.0
+    asyncio.run(asynchronous._run(job))
+    assert "bucket/out/t.out" in store.objects  # 60 s waited: still within its TTL
+    now[0] = 1060.5
+    asyncio.run(asynchronous._run(job))
+    assert b"RequestTTLSeconds (60 s)" in store.objects["bucket/out/t-error.out"]

@@ -3,6 +3,7 @@ settings a job runs with, and a job over a folder with a fake model."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from scorer.errors import ConfigError
+from scorer.local import recordio
 from scorer.local.transform import (
     ExecutionSettings,
     FolderStore,
@@ -20,7 +22,10 @@ from scorer.local.transform import (
     process_files,
     resolve_settings,
     split_records,
+    transform_file,
 )
+
+SETTINGS = ExecutionSettings("MULTI_RECORD", 6, 1)
 
 
 def test_line_split_drops_cr_and_blank_lines() -> None:
@@ -72,8 +77,21 @@ def test_settings_come_from_the_job_then_execution_parameters_then_defaults(
 @pytest.mark.parametrize(
     ("changes", "needle"),
     [
-        ({"batch_strategy": "MultiRecord"}, "needs --split-type Line"),
-        ({"split_type": "RecordIO"}, "None or Line"),
+        ({"batch_strategy": "MultiRecord"}, "needs --split-type Line or RecordIO"),
+        ({"split_type": "Lines"}, "None, Line or RecordIO"),
+        ({"split_type": "TFRecord"}, "TFRecord is not emulated"),
+        ({"compression_type": "Zip"}, "None or Gzip"),
+        ({"join_source": "Output"}, "None or Input"),
+        ({"input_filter": "$.features", "content_type": "image/jpeg"}, "JSON or CSV"),
+        ({"join_source": "Input"}, "JSON or CSV"),
+        (
+            {"output_filter": "$[1]", "content_type": "image/jpeg", "accept": "image/png"},
+            "--output-filter needs answers in JSON or CSV",
+        ),
+        ({"input_filter": "$[[", "content_type": "application/json"}, "not a JSONPath"),
+        ({"input_filter": "features", "content_type": "application/json"}, "starts with \\$"),
+        ({"input_filter": "$." + "a" * 62, "content_type": "text/csv"}, "at most 63"),
+        ({"input_filter": "$[1:]", "content_type": "text/csv"}, "need --split-type Line"),
         ({"max_payload_mb": 101}, "0 to 100"),
         ({"max_payload_mb": 20, "max_concurrent": 6}, "at most 100"),
         ({"model": Path("no-such-model")}, "neither a model directory"),
@@ -122,3 +140,82 @@ def test_a_failing_file_gets_no_out_and_the_others_go_on(tmp_path: Path) -> None
     assert not (out / "sub").exists()
     assert sorted(name for name, _ in seen) == ["a.jsonl", "c.jsonl", "sub/b.jsonl"]
     assert (report.records, report.requests) == (4, 4)
+
+
+def test_gzip_inputs_are_decompressed_before_splitting(tmp_path: Path) -> None:
+    job = TransformJob(
+        model=tmp_path, input="in", output="out", split_type="Line", compression_type="Gzip"
+    )
+    data = gzip.compress(b"1\n2\n") + gzip.compress(b"3\n")  # two members, as `cat a.gz b.gz`
+    out, records, requests = transform_file("a.gz", data, job, SETTINGS, fake_model)
+    assert (records, requests) == (3, 1)
+    assert [json.loads(line)["n"] for line in out.splitlines()] == [1, 2, 3]
+    with pytest.raises(TransformError, match="not a gzip object"):
+        transform_file("b.gz", b"1\n2\n", job, SETTINGS, fake_model)
+
+
+def test_recordio_single_record_sends_each_records_data_multi_record_the_framing(
+    tmp_path: Path,
+) -> None:
+    payloads = [b"first", b"2nd record", b"x" * 9]
+    data = b"".join(recordio.encode(p) for p in payloads)
+    sent: list[bytes] = []
+
+    def echo(body: bytes) -> bytes:
+        sent.append(body)
+        return b"%d;" % len(body)
+
+    single = TransformJob(
+        model=tmp_path, input="in", output="out", split_type="RecordIO",
+        batch_strategy="SingleRecord",
+    )  # fmt: skip
+    out, records, _ = transform_file("r.rec", data, single, resolve_settings(single, None), echo)
+    assert sent == payloads and records == 3 and out == b"5;10;9;"
+    sent.clear()
+    multi = TransformJob(
+        model=tmp_path, input="in", output="out", split_type="RecordIO",
+        batch_strategy="MultiRecord", assemble_with="Line",
+    )  # fmt: skip
+    out, _, requests = transform_file("r.rec", data, multi, resolve_settings(multi, None), echo)
+    assert sent == [data] and requests == 1 and out == b"%d;\n" % len(data)
+    with pytest.raises(TransformError, match="not RecordIO: no RecordIO magic number"):
+        transform_file("r.rec", b"not recordio at all", single, SETTINGS, echo)
+    assert len(sent) == 1  # nothing sent for the bad object
+
+
+def test_join_and_filters_on_json_lines_in_multi_record_batches(tmp_path: Path) -> None:
+    job = TransformJob(
+        model=tmp_path, input="in", output="out", split_type="Line",
+        batch_strategy="MultiRecord", content_type="application/jsonlines",
+        accept="application/jsonlines", assemble_with="Line",
+        input_filter="$.n", join_source="Input", output_filter="$['id','SageMakerOutput']",
+    )  # fmt: skip
+    data = b'{"id": "a", "n": 1, "noise": 0}\n{"id": "b", "n": 2, "noise": 0}\n'
+    out, _, _ = transform_file("j.jsonl", data, job, SETTINGS, fake_model)
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"id": "a", "SageMakerOutput": {"n": 1}},
+        {"id": "b", "SageMakerOutput": {"n": 2}},
+    ]
+
+
+def test_join_on_csv_appends_the_answer_and_a_bad_index_fails_the_file(tmp_path: Path) -> None:
+    job = TransformJob(
+        model=tmp_path, input="in", output="out", split_type="Line",
+        batch_strategy="SingleRecord", content_type="text/csv", assemble_with="Line",
+        input_filter="$[1]", join_source="Input", output_filter="$[0,-1]",
+    )  # fmt: skip
+    settings = resolve_settings(job, None)
+    out, _, _ = transform_file("c.csv", b"id1,7\nid2,8\n", job, settings, fake_model)
+    assert out == b'id1,"{""n"":7}"\nid2,"{""n"":8}"\n'
+    with pytest.raises(TransformError, match=r"record 2: InputFilter: \$\[1\]: index 1"):
+        transform_file("c.csv", b"id1,7\nid2\n", job, settings, fake_model)
+
+
+def test_a_join_needs_one_answer_line_per_record(tmp_path: Path) -> None:
+    job = TransformJob(
+        model=tmp_path, input="in", output="out", split_type="Line",
+        batch_strategy="MultiRecord", content_type="application/jsonlines",
+        join_source="Input",
+    )  # fmt: skip
+    with pytest.raises(TransformError, match="records 1-2: the model answered 1 line"):
+        transform_file("j.jsonl", b"1\n2\n", job, SETTINGS, lambda _body: b"[1, 2]")

@@ -16,14 +16,22 @@ an input that cannot be read, a timeout, an expired request) to
 ``<S3FailurePath>[<extension>/]<id>-error.out``. S3 is reached through boto3's standard
 configuration (``AWS_ENDPOINT_URL_S3``, credentials, region).
 
-What is not emulated: SNS notifications, KMS, ``https://`` input locations, and the
-platform's backlog metrics. AWS refuses async calls on multi-model endpoints; so does this.
+When the endpoint has a ``SuccessTopic``/``ErrorTopic`` (``--async-success-topic``,
+``--async-error-topic``), each finished request publishes SageMaker's ``InferenceResult``
+message to it (:mod:`scorer.local.notifications`). A request that waited in the queue
+longer than its ``RequestTTLSeconds`` is not run; one that runs longer than its
+``InvocationTimeoutSeconds`` is abandoned; both go to the failure location.
+
+What is not emulated: ``IncludeInferenceResponseIn``, KMS, ``https://`` input locations,
+and the platform's backlog metrics. AWS refuses async calls on multi-model endpoints; so
+does this.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -45,6 +53,7 @@ from scorer.local.errors import (
     internal_failure,
     validation_error,
 )
+from scorer.local.notifications import Notifier, Outcome
 from scorer.local.protocol import (
     MAX_CUSTOM_ATTRIBUTES,
     MAX_INFERENCE_ID,
@@ -117,7 +126,8 @@ class AsyncJob:
     timeout_seconds: int
     output_location: str
     failure_location: str
-    received: float  # time.monotonic() when accepted
+    received: float  # AsyncInference.clock() when accepted
+    received_at: float = dataclasses.field(default_factory=time.time)  # wall clock: notices
 
 
 def _default_s3_client() -> Any:
@@ -134,9 +144,22 @@ class AsyncInference:
         settings: LocalSettings,
         invoke: Invoke,
         s3_client_factory: Callable[[], Any] = _default_s3_client,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """Args:
+        settings: the endpoint's settings.
+        invoke: the emulator's invocation path.
+        s3_client_factory: a boto3 S3 client (made on first use).
+        notifier: where outcomes are published (default: the settings' topics).
+        clock: seconds, for RequestTTLSeconds (tests move it instead of waiting a minute).
+        """
         self.settings = settings
         self._invoke = invoke
+        self.notifier = notifier or Notifier(
+            settings.async_success_topic, settings.async_error_topic
+        )
+        self.clock = clock
         self._s3_factory = s3_client_factory
         self._s3: Any = None
         self._slots = asyncio.Semaphore(settings.async_max_concurrency)
@@ -216,7 +239,7 @@ class AsyncInference:
             ),
             output_location=_join(output_path, extension, filename or f"{inference_id}.out"),
             failure_location=_join(failure_path, extension, f"{inference_id}-error.out"),
-            received=time.monotonic(),
+            received=self.clock(),
         )
 
     async def accept(self, request: Request) -> Response:
@@ -284,7 +307,7 @@ class AsyncInference:
         Raises:
             _FailedError: what goes to the failure location.
         """
-        if time.monotonic() - job.received > job.ttl_seconds:
+        if self.clock() - job.received > job.ttl_seconds:
             raise _FailedError(
                 f"The request expired: it waited longer than its RequestTTLSeconds "
                 f"({job.ttl_seconds} s) before it could run."
@@ -325,11 +348,13 @@ class AsyncInference:
                 return
             try:
                 await asyncio.to_thread(self._put, job.output_location, body, content_type)
-            except Exception:
+            except Exception as exc:
                 logger.exception("async inference %s: the output cannot be written to %s",
                                  job.inference_id, job.output_location)  # fmt: skip
+                await self._notify(job, failure=f"The output cannot be written: {exc}")
                 return
             logger.info("async inference %s completed: %s", job.inference_id, job.output_location)
+            await self._notify(job, output_content_type=content_type)
 
     async def _write_failure(self, job: AsyncJob, failed: _FailedError) -> None:
         logger.info("async inference %s failed: %s", job.inference_id, failed.text())
@@ -338,6 +363,26 @@ class AsyncInference:
         except Exception:
             logger.exception("async inference %s: the failure cannot be written to %s",
                              job.inference_id, job.failure_location)  # fmt: skip
+        await self._notify(job, failure=failed.text())
+
+    async def _notify(
+        self, job: AsyncJob, output_content_type: str | None = None, failure: str | None = None
+    ) -> None:
+        outcome = Outcome(
+            endpoint_name=self.settings.endpoint_name,
+            inference_id=job.inference_id,
+            received=job.received_at,
+            finished=time.time(),
+            content_type=job.content_type,
+            accept=job.accept,
+            input_location=job.input_location,
+            output_location=job.output_location,
+            output_content_type=output_content_type,
+            failure_location=job.failure_location,
+            failure_reason=failure,
+        )
+        if self.notifier.topic(outcome) is not None:
+            await asyncio.to_thread(self.notifier.publish, outcome)
 
     async def wait_idle(self) -> None:
         """Wait until every accepted request has finished (tests, shutdown)."""

@@ -441,6 +441,8 @@ _OPTIONS = (
     "async_output_path",
     "async_failure_path",
     "async_max_concurrency",
+    "async_success_topic",
+    "async_error_topic",
 )
 _FLAGS = ("watch",)  # given only when set (an absent flag leaves the environment's value)
 

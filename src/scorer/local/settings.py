@@ -17,6 +17,10 @@ Environment variables (the ``scorer local`` options override them):
                                     output path)
 ``SCORER_LOCAL_ASYNC_MAX_CONCURRENCY``  async invocations run at once
                                     (``MaxConcurrentInvocationsPerInstance``; default 4)
+``SCORER_LOCAL_ASYNC_SUCCESS_TOPIC``  an SNS topic ARN told of each async success
+                                    (``NotificationConfig.SuccessTopic``)
+``SCORER_LOCAL_ASYNC_ERROR_TOPIC``  an SNS topic ARN told of each async failure
+                                    (``NotificationConfig.ErrorTopic``)
 ==================================  =======================================================
 
 The model cache's own variables (``SCORER_MODEL_PREFIX``, ``SCORER_CACHE_*``) are read by
@@ -32,15 +36,18 @@ from pathlib import Path
 
 from scorer.cache.settings import CacheSettings, load_cache_settings
 from scorer.config import CACHE_DIR, SAGEMAKER_PAYLOAD_LIMIT
+from scorer.config import LOCAL_ASYNC_ERROR_TOPIC as ASYNC_ERROR_TOPIC
 from scorer.config import LOCAL_ASYNC_FAILURE_PATH as ASYNC_FAILURE_PATH
 from scorer.config import LOCAL_ASYNC_MAX_CONCURRENCY as ASYNC_MAX_CONCURRENCY
 from scorer.config import LOCAL_ASYNC_OUTPUT_PATH as ASYNC_OUTPUT_PATH
+from scorer.config import LOCAL_ASYNC_SUCCESS_TOPIC as ASYNC_SUCCESS_TOPIC
 from scorer.config import LOCAL_BIND as BIND
 from scorer.config import LOCAL_ENDPOINT_NAME as ENDPOINT_NAME
 from scorer.config import LOCAL_MODEL_SERVER_URL as MODEL_SERVER_URL
 from scorer.config import LOCAL_PORT as PORT
 from scorer.config import LOCAL_WATCH as WATCH
 from scorer.errors import ConfigError
+from scorer.local.notifications import TOPIC_ARN
 
 DEFAULT_ENDPOINT_NAME = "scorer-local"
 DEFAULT_VARIANT = "AllTraffic"
@@ -79,6 +86,9 @@ class LocalSettings:
         async_failure_path: the ``s3://`` prefix errors are written under (None: the
             output path).
         async_max_concurrency: async invocations run at once; the rest wait their turn.
+        async_success_topic: an SNS topic ARN each async success is published to (None:
+            none; :mod:`scorer.local.notifications`).
+        async_error_topic: an SNS topic ARN each async failure is published to.
     """
 
     endpoint_name: str = DEFAULT_ENDPOINT_NAME
@@ -96,6 +106,8 @@ class LocalSettings:
     async_output_path: str | None = None
     async_failure_path: str | None = None
     async_max_concurrency: int = DEFAULT_ASYNC_MAX_CONCURRENCY
+    async_success_topic: str | None = None
+    async_error_topic: str | None = None
 
     def __post_init__(self) -> None:
         if not _ENDPOINT_NAME.match(self.endpoint_name):
@@ -133,6 +145,19 @@ class LocalSettings:
                 "asynchronous inference is not supported on a multi-model endpoint "
                 "(as in SageMaker): give --model-dir, not --model-prefix"
             )
+        for option, topic in (
+            ("--async-success-topic", self.async_success_topic),
+            ("--async-error-topic", self.async_error_topic),
+        ):
+            if topic is None:
+                continue
+            if not TOPIC_ARN.match(topic):
+                raise ConfigError(
+                    f"{option} must be an SNS topic ARN "
+                    f"(arn:aws:sns:region:account:name), got {topic!r}"
+                )
+            if self.async_output_path is None:
+                raise ConfigError(f"{option} needs --async-output-path")
         if not 1 <= self.async_max_concurrency <= 1000:
             raise ConfigError(
                 f"--async-max-concurrency must be 1 to 1000, got {self.async_max_concurrency}"
@@ -199,6 +224,8 @@ def load_local_settings(
         "watch": _flag(environ, WATCH),
         "async_output_path": (environ.get(ASYNC_OUTPUT_PATH) or "").strip() or None,
         "async_failure_path": (environ.get(ASYNC_FAILURE_PATH) or "").strip() or None,
+        "async_success_topic": (environ.get(ASYNC_SUCCESS_TOPIC) or "").strip() or None,
+        "async_error_topic": (environ.get(ASYNC_ERROR_TOPIC) or "").strip() or None,
     }
     concurrency_raw = (environ.get(ASYNC_MAX_CONCURRENCY) or "").strip()
     if concurrency_raw:

@@ -7,10 +7,17 @@ the container (``SAGEMAKER_BATCH=true`` and the job's ``SAGEMAKER_MAX_PAYLOAD_IN
 leaves open are taken from ``GET /execution-parameters``, then SageMaker's defaults
 (``PLATFORM.md`` section 7 part 2). Then, as the platform does:
 
-* every input object (a file under a folder, or an object under an ``s3://`` prefix) is
-  sent to ``POST /invocations`` whole (``SplitType None``), or split into records at
-  newlines (``Line``) and sent one record per request (``SingleRecord``) or as many
-  records as fit in ``MaxPayloadInMB`` (``MultiRecord``);
+* every input object (a file under a folder, or an object under an ``s3://`` prefix),
+  first decompressed if it is gzip (``CompressionType Gzip``), is sent to ``POST
+  /invocations`` whole (``SplitType None``), or split into records at newlines (``Line``)
+  or at MXNet RecordIO record boundaries (``RecordIO``, :mod:`scorer.local.recordio`) and
+  sent one record per request (``SingleRecord``: a RecordIO record's data alone) or as
+  many records as fit in ``MaxPayloadInMB`` (``MultiRecord``: newline-terminated lines, or
+  framed RecordIO records);
+* with ``DataProcessing`` (``InputFilter``, ``JoinSource``, ``OutputFilter``; JSON or CSV
+  records, :mod:`scorer.local.data_processing`), each record is filtered before it is
+  sent, and each record's answer joined with the input record and filtered before it is
+  written (a ``MultiRecord`` answer must then hold one line per record);
 * the answers are written, in input order, to ``<output>/<input name>.out`` (the input's
   subfolders kept), one after the other (``AssembleWith None``) or each followed by a
   newline (``Line``);
@@ -19,19 +26,21 @@ leaves open are taken from ``GET /execution-parameters``, then SageMaker's defau
   the job ends with the failures listed and a non-zero exit status.
 
 Files are processed ``MaxConcurrentTransforms`` at a time (the records of one file in
-order). Not emulated: ``RecordIO``/``TFRecord`` splitting, gzip input, the data
-processing filters (``InputFilter``, ``OutputFilter``, ``JoinSource``), retries.
+order). Not emulated: ``TFRecord`` splitting, retries (``InvocationsMaxRetries``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import gzip
 import logging
 import shutil
 import signal
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,6 +51,8 @@ import httpx
 
 from scorer import config as cfg
 from scorer.errors import ConfigError, ScorerError
+from scorer.local import recordio
+from scorer.local.data_processing import DataProcessing, DataProcessingError
 from scorer.models.archive import safe_extract
 from scorer.modelserver.ports import free_loopback_port
 from scorer.modelserver.process import ModelServer
@@ -49,7 +60,8 @@ from scorer.modelserver.start import internal_config
 
 logger = logging.getLogger("scorer.transform")
 
-SPLIT_TYPES = ("None", "Line")
+SPLIT_TYPES = ("None", "Line", "RecordIO", "TFRecord")
+COMPRESSION_TYPES = ("None", "Gzip")
 BATCH_STRATEGIES = {"SingleRecord": "SINGLE_RECORD", "MultiRecord": "MULTI_RECORD"}
 ASSEMBLE_WITH = ("None", "Line")
 DEFAULT_MAX_PAYLOAD_MB = 6
@@ -74,13 +86,17 @@ class TransformJob:
         output: a folder or an ``s3://bucket/prefix``.
         content_type: ``TransformInput.ContentType``, sent with every request.
         accept: ``TransformOutput.Accept``.
-        split_type: ``None`` or ``Line``.
+        split_type: ``None``, ``Line`` or ``RecordIO`` (``TFRecord`` is refused).
         batch_strategy: ``SingleRecord`` or ``MultiRecord`` (None: ask the container).
         max_payload_mb: the largest request, 0 to 100 (None: ask the container; 0: no
             limit).
         max_concurrent: requests at once (None: ask the container).
         assemble_with: ``None`` or ``Line``.
         run_dir: where the model server keeps its files (None: a temporary folder).
+        compression_type: ``None`` or ``Gzip`` (every input object is gzip).
+        input_filter: ``DataProcessing.InputFilter`` (None: ``$``).
+        output_filter: ``DataProcessing.OutputFilter`` (None: ``$``).
+        join_source: ``DataProcessing.JoinSource``: ``None`` or ``Input``.
     """
 
     model: Path
@@ -94,10 +110,22 @@ class TransformJob:
     max_concurrent: int | None = None
     assemble_with: str = "None"
     run_dir: Path | None = None
+    compression_type: str = "None"
+    input_filter: str | None = None
+    output_filter: str | None = None
+    join_source: str = "None"
 
     def __post_init__(self) -> None:
         if self.split_type not in SPLIT_TYPES:
-            raise ConfigError(f"--split-type must be None or Line, got {self.split_type!r}")
+            raise ConfigError(
+                f"--split-type must be None, Line or RecordIO, got {self.split_type!r}"
+            )
+        if self.split_type == "TFRecord":
+            raise ConfigError("--split-type TFRecord is not emulated by scorer transform")
+        if self.compression_type not in COMPRESSION_TYPES:
+            raise ConfigError(
+                f"--compression-type must be None or Gzip, got {self.compression_type!r}"
+            )
         if self.assemble_with not in ASSEMBLE_WITH:
             raise ConfigError(f"--assemble-with must be None or Line, got {self.assemble_with!r}")
         if self.batch_strategy is not None and self.batch_strategy not in BATCH_STRATEGIES:
@@ -105,7 +133,7 @@ class TransformJob:
                 f"--batch-strategy must be SingleRecord or MultiRecord, got {self.batch_strategy!r}"
             )
         if self.batch_strategy == "MultiRecord" and self.split_type == "None":
-            raise ConfigError("--batch-strategy MultiRecord needs --split-type Line")
+            raise ConfigError("--batch-strategy MultiRecord needs --split-type Line or RecordIO")
         if self.max_payload_mb is not None and not 0 <= self.max_payload_mb <= MAX_PAYLOAD_MB:
             raise ConfigError(f"--max-payload-mb must be 0 to {MAX_PAYLOAD_MB}")
         if self.max_concurrent is not None and self.max_concurrent < 1:
@@ -119,18 +147,63 @@ class TransformJob:
                 f"--max-concurrent x --max-payload-mb must be at most {MAX_PAYLOAD_MB} "
                 "(as in CreateTransformJob)"
             )
+        processing = self.data_processing  # ConfigError for what cannot be filtered
+        if processing and processing.input_format == "csv" and self.split_type != "Line":
+            raise ConfigError(
+                "--input-filter, --output-filter and --join-source on text/csv need "
+                "--split-type Line (a CSV record is one row)"
+            )
         if not self.model.exists():
             raise ConfigError(f"{self.model} is neither a model directory nor a model archive")
+
+    @functools.cached_property
+    def data_processing(self) -> DataProcessing | None:
+        """The job's ``DataProcessing`` (None: nothing to filter or join).
+
+        Raises:
+            ConfigError: a bad JSONPath, or records that are neither JSON nor CSV.
+        """
+        try:
+            return DataProcessing.build(
+                self.content_type,
+                self.accept,
+                self.input_filter,
+                self.output_filter,
+                self.join_source,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- records
 
 
+def decompress(data: bytes) -> bytes:
+    """A gzip object's content (``CompressionType Gzip``; concatenated members too).
+
+    Raises:
+        TransformError: it is not gzip.
+    """
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise TransformError(f"not a gzip object (CompressionType Gzip): {exc}") from None
+
+
 def split_records(data: bytes, split_type: str) -> list[bytes]:
-    """The records of one object: the whole object, or its lines (``Line``; a ``\\r``
-    before the newline and blank lines dropped)."""
+    """The records of one object: the whole object, its lines (``Line``; a ``\\r``
+    before the newline and blank lines dropped), or its RecordIO records' data.
+
+    Raises:
+        TransformError: ``RecordIO`` and the object is not RecordIO.
+    """
     if split_type == "None":
         return [data]
+    if split_type == "RecordIO":
+        try:
+            return recordio.decode(data)
+        except recordio.RecordIOError as exc:
+            raise TransformError(f"not RecordIO: {exc}") from None
     lines = (line.removesuffix(b"\r") for line in data.split(b"\n"))
     return [line for line in lines if line.strip()]
 
@@ -140,8 +213,8 @@ def mini_batches(
 ) -> Iterator[tuple[int, int, bytes]]:
     """The request bodies for ``records``, in order, as ``(first, last, body)`` (record
     indices, from 0): one record each (``SINGLE_RECORD``, or ``SplitType None``), or as
-    many newline-terminated records as fit in ``limit_bytes`` (``MULTI_RECORD``; 0: no
-    limit).
+    many records as fit in ``limit_bytes`` (``MULTI_RECORD``; 0: no limit), each
+    newline-terminated (``Line``) or framed (``RecordIO``).
 
     Raises:
         TransformError: a record (or a whole object) is larger than the limit.
@@ -162,7 +235,7 @@ def mini_batches(
     batch: list[bytes] = []
     size = first = 0
     for index, record in enumerate(records):
-        line = record + b"\n"
+        line = recordio.encode(record) if split_type == "RecordIO" else record + b"\n"
         if limit_bytes and len(line) > limit_bytes:
             raise too_large(index, len(line))
         if batch and limit_bytes and size + len(line) > limit_bytes:
@@ -404,26 +477,72 @@ def transform_file(
     """One input object's ``.out`` bytes, its record count and its request count.
 
     Raises:
-        TransformError: a request failed (the message names its records).
+        TransformError: the object cannot be read as the job says, or a request failed
+            (the message names its records).
     """
+    if job.compression_type == "Gzip":
+        data = decompress(data)
     records = split_records(data, job.split_type)
+    processing = job.data_processing
     limit = settings.max_payload_mb * MB
     answers: list[bytes] = []
-    for first, last, body in mini_batches(records, job.split_type, settings.batch_strategy, limit):
+    requests = 0
+    try:
+        inputs = records if processing is None else _filtered(records, processing)
+        for first, last, body in mini_batches(
+            inputs, job.split_type, settings.batch_strategy, limit
+        ):
+            try:
+                answer = invoke(body)
+                requests += 1
+                if processing is None:
+                    answers.append(answer)
+                    continue
+                for index, part in enumerate(_per_record(answer, last - first + 1)):
+                    answers.append(processing.output(records[first + index], part))
+            except (TransformError, DataProcessingError) as exc:
+                raise TransformError(f"{_records(job, first, last)}{_message(exc)}") from None
+    except DataProcessingError as exc:
+        raise TransformError(_message(exc)) from None
+    return assemble(answers, job.assemble_with), len(records), requests
+
+
+def _filtered(records: Sequence[bytes], processing: DataProcessing) -> list[bytes]:
+    """Each record's InputFilter selection (the error names the record)."""
+    filtered = []
+    for index, record in enumerate(records):
         try:
-            answers.append(invoke(body))
-        except TransformError as exc:
-            where = (
-                ""
-                if job.split_type == "None"
-                else (
-                    f"record {first + 1}: "
-                    if first == last
-                    else f"records {first + 1}-{last + 1}: "
-                )
-            )
-            raise TransformError(f"{where}{exc.message}") from None
-    return assemble(answers, job.assemble_with), len(records), len(answers)
+            filtered.append(processing.model_input(record))
+        except DataProcessingError as exc:
+            raise DataProcessingError(f"record {index + 1}: InputFilter: {exc}") from None
+    return filtered
+
+
+def _per_record(answer: bytes, count: int) -> list[bytes]:
+    """A request's answer, one per record: the answer itself (one record), or its lines.
+
+    Raises:
+        DataProcessingError: not one line per record (nothing to join each record with).
+    """
+    if count == 1:
+        return [answer]
+    lines = [line for line in answer.split(b"\n") if line.strip()]
+    if len(lines) != count:
+        raise DataProcessingError(
+            f"the model answered {len(lines)} line(s) for {count} records; JoinSource and "
+            "OutputFilter need one answer line per record"
+        )
+    return lines
+
+
+def _records(job: TransformJob, first: int, last: int) -> str:
+    if job.split_type == "None":
+        return ""
+    return f"record {first + 1}: " if first == last else f"records {first + 1}-{last + 1}: "
+
+
+def _message(exc: Exception) -> str:
+    return exc.message if isinstance(exc, TransformError) else str(exc)
 
 
 def process_files(

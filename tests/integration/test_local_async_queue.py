@@ -1,0 +1,356 @@
+"""InvokeEndpointAsync's queue against ``scorer local``: RequestTTLSeconds,
+InvocationTimeoutSeconds, a large input, and SNS notifications, with real boto3 and a
+real moto server (S3, SNS and SQS, reached through ``AWS_ENDPOINT_URL_*``).
+
+The model echoes the size of what it received; a body ``wait:<path>`` makes it wait until
+that file exists, so a test holds the endpoint's one async slot
+(``async_max_concurrency=1``) for as long as it needs without timing anything. The
+emulator's TTL clock is moved by the test (``AsyncInference.clock``) instead of waiting
+the platform's minimum of 60 s. Each topic has an SQS queue subscribed (raw delivery), so
+the test reads back exactly the message SageMaker's format puts on the topic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from scorer.local.asynchronous import AsyncInference, split_s3_uri
+from scorer.local.runner import LocalEndpoint
+from scorer.local.settings import LocalSettings
+from scorer.modelserver.ports import free_loopback_port
+from tests.support.clients import runtime_client
+from tests.support.models import add_code, creative_model_dir, image_bytes
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+ENDPOINT = "creatives-queue"
+BUCKET = "async-queue"
+OUTPUT = f"s3://{BUCKET}/results/"
+FAILURES = f"s3://{BUCKET}/failures/"
+AWS = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
+LARGE = 24 * 1024 * 1024  # over SageMaker's 6 MB real-time limit, far over the inline body's
+
+GATED = """
+import json, os, time
+
+def input_fn(body, content_type, context):
+    return bytes(body)
+
+def predict_fn(data, model):
+    if data.startswith(b"wait:"):
+        gate = data[5:].decode()
+        while not os.path.exists(gate):
+            time.sleep(0.05)
+    return data
+
+def output_fn(prediction, accept, context):
+    return json.dumps({"size": len(prediction), "head": prediction[:16].hex()}), "application/json"
+"""
+
+
+@pytest.fixture(scope="module")
+def world() -> Iterator[dict[str, Any]]:
+    """A moto server with the bucket, two topics and a queue subscribed to each."""
+    port = free_loopback_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in AWS.items():
+            patch.setenv(key, value)
+        for service in ("S3", "SNS", "SQS"):
+            patch.setenv(f"AWS_ENDPOINT_URL_{service}", endpoint)
+        session = boto3.session.Session()
+        s3, sns, sqs = (session.client(name) for name in ("s3", "sns", "sqs"))
+        s3.create_bucket(Bucket=BUCKET)
+        topics, queues = {}, {}
+        for kind in ("success", "error"):
+            topic = sns.create_topic(Name=f"scores-{kind}")["TopicArn"]
+            queue = sqs.create_queue(QueueName=f"scores-{kind}")["QueueUrl"]
+            queue_arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
+            sns.subscribe(
+                TopicArn=topic,
+                Protocol="sqs",
+                Endpoint=queue_arn,
+                Attributes={"RawMessageDelivery": "true"},
+            )
+            topics[kind], queues[kind] = topic, queue
+        try:
+            yield {"s3": s3, "sqs": sqs, "topics": topics, "queues": queues}
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def endpoint(
+    world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    build = tmp_path_factory.mktemp("build")
+    model_dir = add_code(creative_model_dir(build, "gated", heads=("appeal",)), GATED)
+    settings = LocalSettings(
+        port=0,
+        endpoint_name=ENDPOINT,
+        model_dir=model_dir,
+        run_dir=tmp_path_factory.mktemp("run"),
+        async_output_path=OUTPUT,
+        async_failure_path=FAILURES,
+        async_max_concurrency=1,
+        async_success_topic=world["topics"]["success"],
+        async_error_topic=world["topics"]["error"],
+    )
+    environ = {
+        **os.environ,
+        "SCORER_THREADS_PER_WORKER": "1",
+        "SAGEMAKER_MAX_REQUEST_SIZE": str(64 * 1024 * 1024),  # as an async endpoint sets it
+    }
+    local = LocalEndpoint(settings, environ)
+    asynchronous: AsyncInference = local.start().state.asynchronous
+    with local.running() as url:
+        yield {
+            "runtime": runtime_client(url),
+            "asynchronous": asynchronous,
+            "gates": tmp_path_factory.mktemp("gates"),
+        }
+
+
+def _object(s3: Any, uri: str) -> bytes | None:
+    bucket, key = split_s3_uri(uri)
+    try:
+        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    return body
+
+
+def _written(s3: Any, uri: str) -> bytes:
+    wait_for(lambda: _object(s3, uri) is not None, 120, f"{uri} to be written")
+    body = _object(s3, uri)
+    assert body is not None
+    return body
+
+
+def _notification(world: dict[str, Any], kind: str, inference_id: str) -> dict[str, Any]:
+    """The message with ``inference_id`` on the ``kind`` topic's queue (others are kept)."""
+    found: list[dict[str, Any]] = []
+
+    def arrived() -> bool:
+        answer = world["sqs"].receive_message(
+            QueueUrl=world["queues"][kind], MaxNumberOfMessages=10, WaitTimeSeconds=1
+        )
+        for item in answer.get("Messages", []):
+            message = json.loads(item["Body"])
+            if message["inferenceId"] == inference_id:
+                found.append(message)
+                world["sqs"].delete_message(
+                    QueueUrl=world["queues"][kind], ReceiptHandle=item["ReceiptHandle"]
+                )
+        return bool(found)
+
+    wait_for(arrived, 60, f"the {kind} notification of {inference_id}")
+    return found[0]
+
+
+def _gate(endpoint: dict[str, Any], name: str) -> tuple[Path, bytes]:
+    gate: Path = endpoint["gates"] / name
+    return gate, f"wait:{gate}".encode()
+
+
+def test_success_is_published_to_the_success_topic(
+    world: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    creative = image_bytes("JPEG", seed=11)
+    world["s3"].put_object(Bucket=BUCKET, Key="inputs/c11.jpg", Body=creative)
+    response = endpoint["runtime"].invoke_endpoint_async(
+        EndpointName=ENDPOINT,
+        InputLocation=f"s3://{BUCKET}/inputs/c11.jpg",
+        ContentType="image/jpeg",
+        Accept="application/json",
+        InferenceId="c11",
+    )
+    written = json.loads(_written(world["s3"], response["OutputLocation"]))
+    assert written == {"size": len(creative), "head": creative[:16].hex()}
+    message = _notification(world, "success", "c11")
+    assert message["invocationStatus"] == "Completed"
+    assert message["awsRegion"] == "us-east-1"
+    assert message["requestParameters"] == {
+        "contentType": "image/jpeg",
+        "endpointName": ENDPOINT,
+        "inputLocation": f"s3://{BUCKET}/inputs/c11.jpg",
+        "accept": "application/json",
+    }
+    assert message["responseParameters"] == {
+        "contentType": "application/json",
+        "outputLocation": f"{OUTPUT}c11.out",
+    }
+    assert (message["eventVersion"], message["eventSource"], message["eventName"]) == (
+        "1.0",
+        "aws:sagemaker",
+        "InferenceResult",
+    )
+    assert message["receivedTime"] <= message["eventTime"]
+    assert message["eventTime"].endswith("Z")
+
+
+def test_a_request_past_its_ttl_in_the_queue_fails_and_is_published_as_failed(
+    world: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    asynchronous: AsyncInference = endpoint["asynchronous"]
+    runtime = endpoint["runtime"]
+    now = [1_000_000.0]
+    asynchronous.clock = lambda: now[0]
+    gate, holding = _gate(endpoint, "ttl")
+    try:
+        first = runtime.invoke_endpoint_async(
+            EndpointName=ENDPOINT, Body=holding, ContentType="text/plain", InferenceId="holder"
+        )  # takes the one slot until the gate opens
+        second = runtime.invoke_endpoint_async(
+            EndpointName=ENDPOINT,
+            Body=b"queued behind the holder",
+            ContentType="text/plain",
+            InferenceId="expires",
+            RequestTTLSeconds=60,
+        )
+        now[0] += 61  # a minute and a second in the queue
+        gate.touch()
+        assert json.loads(_written(world["s3"], first["OutputLocation"]))["size"] == len(holding)
+        failure = _written(world["s3"], second["FailureLocation"]).decode()
+    finally:
+        gate.touch()
+        asynchronous.clock = time.monotonic
+    assert "expired" in failure and "RequestTTLSeconds (60 s)" in failure
+    assert _object(world["s3"], second["OutputLocation"]) is None
+    message = _notification(world, "error", "expires")
+    assert message["invocationStatus"] == "Failed"
+    assert "RequestTTLSeconds (60 s)" in message["failureReason"]
+    assert message["responseParameters"] == {"failureLocation": f"{FAILURES}expires-error.out"}
+
+
+def test_an_invocation_past_its_timeout_fails(
+    world: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    gate, holding = _gate(endpoint, "timeout")
+    try:
+        response = endpoint["runtime"].invoke_endpoint_async(
+            EndpointName=ENDPOINT,
+            Body=holding,
+            ContentType="text/plain",
+            InferenceId="too-slow",
+            InvocationTimeoutSeconds=1,
+        )
+        failure = _written(world["s3"], response["FailureLocation"]).decode()
+    finally:
+        gate.touch()  # frees the model server's worker for the next test
+    assert "InvocationTimeoutSeconds (1 s)" in failure
+    assert _object(world["s3"], response["OutputLocation"]) is None
+    assert "InvocationTimeoutSeconds" in _notification(world, "error", "too-slow")["failureReason"]
+
+
+def test_a_large_input_reaches_the_model_whole(
+    world: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    large = os.urandom(LARGE)
+    world["s3"].put_object(Bucket=BUCKET, Key="inputs/large.bin", Body=large)
+    response = endpoint["runtime"].invoke_endpoint_async(
+        EndpointName=ENDPOINT,
+        InputLocation=f"s3://{BUCKET}/inputs/large.bin",
+        ContentType="application/octet-stream",
+        InferenceId="large",
+    )
+    written = json.loads(_written(world["s3"], response["OutputLocation"]))
+    assert written == {"size": LARGE, "head": large[:16].hex()}
+    assert _object(world["s3"], response["FailureLocation"]) is None
+    # and the endpoint is still itself: a small request right after is answered
+    small = endpoint["runtime"].invoke_endpoint(
+        EndpointName=ENDPOINT, Body=b"still here", ContentType="text/plain"
+    )
+    assert json.loads(small["Body"].read())["size"] == len(b"still here")
+
+
+def _sdk_predictor(endpoint: dict[str, Any], json_answers: bool = True) -> Any:
+    """The SageMaker Python SDK's (v2) AsyncPredictor on the emulator: its runtime client is
+    the emulator's, its S3 client moto's (the standard AWS_ENDPOINT_URL_S3)."""
+    pytest.importorskip("sagemaker.predictor_async", reason="the SageMaker Python SDK (v2)")
+    from sagemaker.deserializers import JSONDeserializer, StringDeserializer
+    from sagemaker.predictor import Predictor
+    from sagemaker.predictor_async import AsyncPredictor
+    from sagemaker.serializers import IdentitySerializer
+    from sagemaker.session import Session
+
+    session = Session(
+        boto_session=boto3.session.Session(),
+        sagemaker_runtime_client=endpoint["runtime"],
+        default_bucket=BUCKET,
+    )
+    predictor = Predictor(
+        ENDPOINT,
+        sagemaker_session=session,
+        serializer=IdentitySerializer("image/jpeg"),
+        deserializer=JSONDeserializer() if json_answers else StringDeserializer(),
+    )
+    return AsyncPredictor(predictor)
+
+
+def _join_sdk_waiters() -> None:
+    """get_result() polls the output and the failure path in two threads and returns when
+    one object is there; the other thread polls on (WaiterConfig's attempts): wait for it,
+    so that nothing outlives the test."""
+    for thread in threading.enumerate():
+        if thread.name.endswith(("(check_output_file)", "(check_failure_file)")):
+            thread.join(timeout=60)
+            assert not thread.is_alive()
+
+
+def test_the_sagemaker_sdks_async_predictor_gets_the_result(
+    world: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    predictor = _sdk_predictor(endpoint)
+    from sagemaker.async_inference import WaiterConfig
+
+    creative = image_bytes("JPEG", seed=12)
+    response = predictor.predict_async(
+        data=creative, input_path=f"s3://{BUCKET}/sdk/c12.jpg", inference_id="sdk-c12"
+    )
+    assert response.output_path == f"{OUTPUT}sdk-c12.out"
+    assert response.failure_path == f"{FAILURES}sdk-c12-error.out"
+    _written(world["s3"], response.output_path)
+    result = response.get_result(WaiterConfig(max_attempts=3, delay=1))
+    _join_sdk_waiters()
+    assert result == {"size": len(creative), "head": creative[:16].hex()}
+    assert _object(world["s3"], f"s3://{BUCKET}/sdk/c12.jpg") == creative  # uploaded by the SDK
+
+
+def test_the_sagemaker_sdk_raises_the_failure_objects_error(
+    world: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    predictor = _sdk_predictor(endpoint, json_answers=False)
+    from sagemaker.async_inference import WaiterConfig
+    from sagemaker.exceptions import AsyncInferenceModelError
+
+    gate, holding = _gate(endpoint, "sdk-timeout")
+    try:
+        response = predictor.predict_async(
+            data=holding,
+            input_path=f"s3://{BUCKET}/sdk/slow.bin",
+            initial_args={"InvocationTimeoutSeconds": 1},
+            inference_id="sdk-slow",
+        )
+        _written(world["s3"], response.failure_path)
+    finally:
+        gate.touch()
+    with pytest.raises(AsyncInferenceModelError) as raised:
+        response.get_result(WaiterConfig(max_attempts=3, delay=1))
+    _join_sdk_waiters()
+    assert "InvocationTimeoutSeconds (1 s)" in str(raised.value)
