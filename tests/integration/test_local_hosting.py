@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 
 from scorer.cache import CacheSettings
+from scorer.local.capture import open_capture
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
 from scorer.models.archive import pack_directory
@@ -287,6 +288,17 @@ def test_failed_invocations_are_not_captured(components: Any, s3: Any) -> None:
     wait_for(lambda: "after-the-failure" in ids(), 120, "the marker's capture record")
     # records are written in order: the failure, sent first, would be there by now
     assert "not-an-image" not in ids()
+
+
+def test_records_still_queued_are_written_to_s3_on_close(s3: Any) -> None:
+    capture = open_capture(f"s3://{BUCKET}/closing", "ep", "AllTraffic")
+    assert capture.offer(b"in", "text/plain", b"out", "text/plain", "last-one")
+    capture.close()  # well before the flush interval
+    (item,) = s3.list_objects_v2(Bucket=BUCKET, Prefix="closing/ep/AllTraffic/")["Contents"]
+    (line,) = s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read().splitlines()
+    record = json.loads(line)
+    assert record["eventMetadata"]["inferenceId"] == "last-one"
+    assert base64.b64decode(record["captureData"]["endpointOutput"]["data"]) == b"out"
 
 
 # ---------------------------------------------------------------- serverless

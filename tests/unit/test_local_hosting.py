@@ -205,6 +205,9 @@ def test_capture_options_are_checked(tmp_path: Path) -> None:
         _single(tmp_path, data_capture="s3://")
     with pytest.raises(ConfigError, match="--capture-json-content-type needs --data-capture"):
         _single(tmp_path, capture_json_content_types=("application/json",))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="--data-capture must be a directory, not the file"):
+        _single(tmp_path, data_capture=str(tmp_path / "file"))
     with pytest.raises(ConfigError, match="--data-capture-percent must be 0 to 100"):
         _single(tmp_path, data_capture=str(tmp_path), data_capture_percent=101)
 

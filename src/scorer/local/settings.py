@@ -174,6 +174,8 @@ class LocalSettings:
             raise ConfigError(
                 f"--data-capture must be a directory or an s3://bucket/prefix path, got {capture!r}"
             )
+        if capture is not None and "://" not in capture and Path(capture).is_file():
+            raise ConfigError(f"--data-capture must be a directory, not the file {capture}")
         if not 0 <= self.data_capture_percent <= 100:
             raise ConfigError(
                 f"--data-capture-percent must be 0 to 100, got {self.data_capture_percent}"
