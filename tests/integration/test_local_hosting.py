@@ -45,7 +45,8 @@ AWS = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGI
 LIMIT = 4 * 1024 * 1024
 
 # Echoes the body size; a body "hold:<dir>" makes it wait, mid-request, until <dir>/release
-# exists (after writing <dir>/entered), so a test can keep one invocation in flight.
+# exists (after writing <dir>/entered), so a test can keep one invocation in flight; a body
+# "big:<n>" answers about n bytes.
 HOLD_SCRIPT = """
 import json
 import time
@@ -57,6 +58,8 @@ def input_fn(body, content_type, context):
         (gate / "entered").touch()
         while not (gate / "release").exists():
             time.sleep(0.05)
+    if body.startswith(b"big:"):
+        return {"pad": "x" * int(body[4:])}
     return {"n": len(body)}
 
 def predict_fn(data, model):
@@ -320,6 +323,17 @@ def test_serverless_refuses_a_body_over_4_mb_and_serves_4_mb(serverless: Any) ->
         Body=b"\0" * LIMIT,
     )
     assert json.loads(answer["Body"].read()) == {"n": LIMIT}
+
+
+def test_serverless_refuses_an_answer_over_4_mb(serverless: Any) -> None:
+    error = _error(
+        serverless.invoke_endpoint, EndpointName=SERVERLESS_ENDPOINT, Body=f"big:{LIMIT}".encode()
+    )
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert error["Error"]["Code"] == "ModelError"
+    assert f"larger than the serverless limit of {LIMIT} bytes" in error["Error"]["Message"]
+    small = serverless.invoke_endpoint(EndpointName=SERVERLESS_ENDPOINT, Body=b"big:10")
+    assert json.loads(small["Body"].read()) == {"pad": "x" * 10}
 
 
 def test_serverless_throttles_beyond_max_concurrency(serverless: Any, tmp_path: Path) -> None:
