@@ -262,6 +262,45 @@ def validate(source: Path, allow_pickle: bool) -> None:
     help="SNS topic ARN told of each async failure (NotificationConfig ErrorTopic) "
     "[env SCORER_LOCAL_ASYNC_ERROR_TOPIC].",
 )
+@click.option(
+    "--data-capture",
+    help="Write SageMaker data capture records (JSONL) under this directory or "
+    "s3://bucket/prefix (DataCaptureConfig DestinationS3Uri).",
+)
+@click.option(
+    "--data-capture-percent",
+    type=click.IntRange(0, 100),
+    help="Share of invocations captured (InitialSamplingPercentage) [default 100].",
+)
+@click.option(
+    "--capture-csv-content-type",
+    multiple=True,
+    help="Content type captured as CSV text instead of base64 (CsvContentTypes; repeatable).",
+)
+@click.option(
+    "--capture-json-content-type",
+    multiple=True,
+    help="Content type captured as JSON text instead of base64 (JsonContentTypes; repeatable).",
+)
+@click.option(
+    "--inference-component",
+    multiple=True,
+    metavar="NAME=ARCHIVE",
+    help="With --model-prefix: host an inference component NAME serving ARCHIVE (a key "
+    "under the prefix; NAME alone: NAME.tar.gz); InferenceComponentName picks it. Repeatable.",
+)
+@click.option(
+    "--serverless-memory-mb",
+    type=int,
+    help="Serverless endpoint: MemorySizeInMB, 1024-6144 in steps of 1024 [default 2048]; "
+    "applies serverless limits (4 MB bodies, no GPU).",
+)
+@click.option(
+    "--serverless-max-concurrency",
+    type=int,
+    help="Serverless endpoint: MaxConcurrency, 1-200 [default 5]; more invocations at once "
+    "get ThrottlingException.",
+)
 def local(**options: object) -> None:
     """Run a local SageMaker Runtime (InvokeEndpoint) in front of the model server."""
     from scorer.local.runner import run_local

@@ -10,6 +10,12 @@ Runtime's error shapes (:mod:`scorer.local.errors`), never a traceback.
 cache's statistics and ``GET /metrics`` the model workers' and the cache's metrics in
 Prometheus format (:mod:`scorer.frontend.metrics`); none is a SageMaker Runtime operation.
 
+With data capture (``--data-capture``) successful invocations are recorded in SageMaker's
+capture format (:mod:`scorer.local.capture`); with inference components
+(``--inference-component``) ``InferenceComponentName`` picks the archive
+(:mod:`scorer.local.protocol`); with serverless limits (``--serverless-*``) bodies over
+4 MB and invocations beyond ``MaxConcurrency`` are refused (:mod:`scorer.local.serverless`).
+
 With hot reload (``--watch``, :mod:`scorer.local.reload`) the app's lifespan runs the file
 watcher, and a single model is invoked by its current version's name
 (``/models/model-r<N>/invoke``) instead of ``/invocations``.
@@ -19,6 +25,7 @@ Build it with :func:`create_app`; nothing is read or started at import time.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -39,6 +46,7 @@ from scorer.frontend.backend import ModelBackend, ModelServerEndpoint
 from scorer.frontend.emf import emf_reporting
 from scorer.frontend.metrics import metrics_route
 from scorer.local.asynchronous import ASYNC_INVOKE_TIMEOUT_SECONDS, AsyncInference
+from scorer.local.capture import DataCapture, open_capture
 from scorer.local.errors import (
     ERROR_TYPE_HEADER,
     ServiceError,
@@ -52,6 +60,7 @@ from scorer.local.protocol import (
     read_invocation,
 )
 from scorer.local.reload import ModelVersions
+from scorer.local.serverless import ConcurrencyLimit, max_concurrency, response_too_large
 from scorer.local.settings import LocalSettings
 from scorer.local.watch import FileWatcher
 from scorer.metrics.emf import EmfSettings
@@ -82,6 +91,10 @@ class _Invoker:
         self.backend = backend
         self.versions = versions
         self.log_hint = backend.endpoint.log_hint
+        self.capture: DataCapture | None = None  # set while the app runs (--data-capture)
+        self.concurrency = (
+            ConcurrencyLimit(max_concurrency(settings)) if settings.serverless else None
+        )
 
     async def _forward(
         self, invocation: Invocation, client: ModelServerClient | None = None
@@ -107,24 +120,32 @@ class _Invoker:
             log_hint=self.log_hint,
         )
 
+    async def _invoke(self, request: Request) -> tuple[Invocation, httpx.Response]:
+        """Read, forward and check one invocation; its answer, or a ServiceError/ScorerError."""
+        invocation = await read_invocation(
+            request, request.path_params["endpoint_name"], self.settings
+        )
+        try:
+            response = await self._forward(invocation)
+        except ModelServerTimeoutError:
+            raise model_error(
+                0,
+                _TIMEOUT_MESSAGE,
+                log_stream_arn=self.settings.log_stream_arn,
+                log_hint=self.log_hint,
+            ) from None
+        if response.status_code >= 400:
+            raise self._model_error(response)
+        if self.settings.serverless and len(response.content) > self.settings.payload_limit:
+            raise response_too_large(len(response.content))
+        return invocation, response
+
     async def invoke(self, request: Request) -> Response:
         """``POST /endpoints/{EndpointName}/invocations``."""
         request_id = str(uuid.uuid4())
         try:
-            invocation = await read_invocation(
-                request, request.path_params["endpoint_name"], self.settings
-            )
-            try:
-                response = await self._forward(invocation)
-            except ModelServerTimeoutError:
-                raise model_error(
-                    0,
-                    _TIMEOUT_MESSAGE,
-                    log_stream_arn=self.settings.log_stream_arn,
-                    log_hint=self.log_hint,
-                ) from None
-            if response.status_code >= 400:
-                raise self._model_error(response)
+            with self.concurrency.slot() if self.concurrency else contextlib.nullcontext():
+                invocation, response = await self._invoke(request)
         except ServiceError as error:
             return self._error(error, request_id)
         except ScorerError as error:
@@ -139,8 +160,17 @@ class _Invoker:
         except Exception:
             logger.exception("invocation %s failed", request_id)
             return self._error(internal_failure(request_id), request_id)
+        content_type = response.headers.get(CONTENT_TYPE, "application/octet-stream")
+        if self.capture is not None:
+            self.capture.offer(
+                invocation.body,
+                invocation.content_type,
+                response.content,
+                content_type,
+                invocation.inference_id,
+            )
         headers = {
-            CONTENT_TYPE: response.headers.get(CONTENT_TYPE, "application/octet-stream"),
+            CONTENT_TYPE: content_type,
             INVOKED_VARIANT: self.settings.variant_name,
             REQUEST_ID: request_id,
         }
@@ -270,12 +300,32 @@ def create_app(
                 await versions.aclose()
 
     @contextlib.asynccontextmanager
+    async def data_capture() -> AsyncIterator[None]:
+        if settings.data_capture is None:
+            yield
+            return
+        invoker.capture = open_capture(
+            settings.data_capture,
+            settings.endpoint_name,
+            settings.variant_name,
+            percent=settings.data_capture_percent,
+            csv_types=settings.capture_csv_content_types,
+            json_types=settings.capture_json_content_types,
+        )
+        try:
+            yield
+        finally:
+            capture, invoker.capture = invoker.capture, None
+            await asyncio.to_thread(capture.close)  # what is still queued is written
+
+    @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
         async with (
             backend.lifespan(),
             emf_reporting(endpoint, backend.cache, emf),
             hot_reload(),
             async_inference(),
+            data_capture(),
         ):
             yield {}
 

@@ -11,6 +11,7 @@ code                          HTTP  when
 ValidationError               400   bad request: endpoint, target model, payload, headers
 ModelError                    424   the model answered 4xx/5xx, or failed to load
 ModelNotReadyException        429   the target model is still loading after the wait budget
+ThrottlingException           429   serverless: MaxConcurrency invocations already in flight
 InternalFailure               500   a fault in the emulator itself (details only in its log)
 ServiceUnavailable            503   the model server cannot be reached
 InternalDependencyException   530   the model source (S3) failed
@@ -39,6 +40,7 @@ from scorer.models.archive import ArchiveError
 VALIDATION_ERROR = "ValidationError"
 MODEL_ERROR = "ModelError"
 MODEL_NOT_READY = "ModelNotReadyException"
+THROTTLING = "ThrottlingException"
 INTERNAL_FAILURE = "InternalFailure"
 SERVICE_UNAVAILABLE = "ServiceUnavailable"
 INTERNAL_DEPENDENCY = "InternalDependencyException"
@@ -47,6 +49,7 @@ STATUS = {
     VALIDATION_ERROR: 400,
     MODEL_ERROR: 424,
     MODEL_NOT_READY: 429,
+    THROTTLING: 429,
     INTERNAL_FAILURE: 500,
     SERVICE_UNAVAILABLE: 503,
     INTERNAL_DEPENDENCY: 530,

@@ -23,11 +23,18 @@ from scorer.modelserver.client import (
 )
 
 TARGET_VARIANT = "X-Amzn-SageMaker-Target-Variant"
+INFERENCE_COMPONENT = "X-Amzn-SageMaker-Inference-Component"
 INVOKED_VARIANT = "x-Amzn-Invoked-Production-Variant"
 REQUEST_ID = "x-amzn-RequestId"
 
 MAX_CUSTOM_ATTRIBUTES = 1024
 MAX_INFERENCE_ID = 64
+MAX_INFERENCE_COMPONENT = 63
+COMPONENT_REQUIRED = (  # AWS's message (public SDK users' reports of the error)
+    "Inference Component Name header is required for endpoints to which you plan to deploy "
+    "inference components. Please include Inference Component Name header or consider "
+    "using SageMaker models."
+)
 
 
 def endpoint_not_found(name: str) -> ServiceError:
@@ -55,6 +62,36 @@ def check_header(name: str, value: str | None, limit: int) -> None:
         raise validation_error(f"{name} must be US-ASCII.")
 
 
+def _component_model(
+    endpoint_name: str, component: str | None, target_model: str | None, settings: LocalSettings
+) -> str:
+    """The archive an ``InferenceComponentName`` names (the header routes like TargetModel).
+
+    Raises:
+        ServiceError: the endpoint hosts no components, the header is missing or names
+            no component, or TargetModel is given too.
+    """
+    if not settings.inference_components:
+        raise validation_error(
+            f"Endpoint {endpoint_name} does not host inference components: "
+            f"InferenceComponentName ({INFERENCE_COMPONENT}) is not supported."
+        )
+    if not component:
+        raise validation_error(COMPONENT_REQUIRED)
+    check_header("InferenceComponentName", component, MAX_INFERENCE_COMPONENT)
+    if target_model:
+        raise validation_error(
+            f"Endpoint {endpoint_name} hosts inference components: TargetModel is not supported."
+        )
+    key = settings.inference_components.get(component)
+    if key is None:
+        raise validation_error(
+            f"Inference component {component} of account {LOCAL_ACCOUNT} not found "
+            f"on endpoint {endpoint_name}."
+        )
+    return key
+
+
 async def read_invocation(
     request: Request, endpoint_name: str, settings: LocalSettings
 ) -> Invocation:
@@ -67,7 +104,10 @@ async def read_invocation(
         raise endpoint_not_found(endpoint_name)
     headers = request.headers
     target_model = headers.get(TARGET_MODEL)
-    if settings.multi_model and not target_model:
+    component = headers.get(INFERENCE_COMPONENT)
+    if settings.inference_components or component:
+        target_model = _component_model(endpoint_name, component, target_model, settings)
+    elif settings.multi_model and not target_model:
         raise validation_error(
             f"Endpoint {endpoint_name} is a multi-model endpoint: set TargetModel "
             f"({TARGET_MODEL}) to the archive to invoke, relative to {settings.cache.model_prefix}."
@@ -86,9 +126,7 @@ async def read_invocation(
     check_header("CustomAttributes", custom_attributes, MAX_CUSTOM_ATTRIBUTES)
     inference_id = headers.get(INFERENCE_ID)
     check_header("InferenceId", inference_id, MAX_INFERENCE_ID)
-    body = await read_body(
-        request, settings.max_payload_bytes, _payload_too_large, _disconnected
-    )
+    body = await read_body(request, settings.payload_limit, _payload_too_large, _disconnected)
     return Invocation(
         body=body,
         content_type=headers.get(CONTENT_TYPE),

@@ -29,7 +29,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +44,7 @@ from scorer.errors import ConfigError, ModelServerUnavailableError, ScorerError
 from scorer.frontend.backend import ModelServerEndpoint
 from scorer.local.app import create_app
 from scorer.local.reload import ArchiveReloader, DeveloperRegistry, ModelVersions
+from scorer.local.serverless import max_concurrency, memory_mb, serverless_environment
 from scorer.local.settings import LOCAL_REGION, LocalSettings, load_local_settings
 from scorer.local.watch import FileWatcher
 from scorer.metrics.emf import EmfSettings, emf_settings
@@ -78,6 +79,8 @@ def _has_user_code(files: tuple[str, ...]) -> bool:
 def invoke_snippet(settings: LocalSettings, url: str, example_model: str | None) -> str:
     """The boto3 one-liner that invokes this endpoint."""
     target = f"TargetModel='{example_model}', " if settings.multi_model else ""
+    if settings.inference_components:
+        target = f"InferenceComponentName='{next(iter(settings.inference_components))}', "
     return (
         "python -c \"import boto3; print(boto3.client('sagemaker-runtime', "
         f"endpoint_url='{url}', region_name='{LOCAL_REGION}', aws_access_key_id='x', "
@@ -97,6 +100,8 @@ class LocalEndpoint:
         """
         self.settings = settings
         self.environ = dict(os.environ if environ is None else environ)
+        if settings.serverless:  # the model server it starts: no GPU, the endpoint's memory
+            self.environ.update(serverless_environment(settings))
         self.model_server: ModelServer | None = None
         self.endpoint: ModelServerEndpoint | None = None
         self._run_dir: Path | None = None
@@ -443,7 +448,15 @@ _OPTIONS = (
     "async_max_concurrency",
     "async_success_topic",
     "async_error_topic",
+    "data_capture",
+    "data_capture_percent",
+    "serverless_memory_mb",
+    "serverless_max_concurrency",
 )
+_LISTS = {
+    "capture_csv_content_type": "capture_csv_content_types",
+    "capture_json_content_type": "capture_json_content_types",
+}
 _FLAGS = ("watch",)  # given only when set (an absent flag leaves the environment's value)
 
 
@@ -471,7 +484,33 @@ def overrides_from_options(options: Mapping[str, object]) -> dict[str, object]:
     for name in _FLAGS:
         if options.get(name):
             overrides[name] = True
+    for option, name in _LISTS.items():
+        values = options.get(option)
+        if values:
+            overrides[name] = tuple(str(value) for value in values)  # type: ignore[attr-defined]
+    components = options.get("inference_component")
+    if components:
+        overrides["inference_components"] = parse_components(components)  # type: ignore[arg-type]
     return overrides
+
+
+def parse_components(specs: Iterable[str]) -> dict[str, str]:
+    """``--inference-component NAME=ARCHIVE`` values as {name: archive key}; a bare
+    ``NAME`` serves ``NAME.tar.gz``.
+
+    Raises:
+        ConfigError: a name given twice, or an empty name or archive.
+    """
+    components: dict[str, str] = {}
+    for spec in specs:
+        name, sep, key = spec.partition("=")
+        name, key = name.strip(), key.strip() if sep else f"{spec.strip()}.tar.gz"
+        if not name or not key:
+            raise ConfigError(f"--inference-component wants NAME=ARCHIVE, got {spec!r}")
+        if name in components:
+            raise ConfigError(f"--inference-component {name} is given twice")
+        components[name] = key
+    return components
 
 
 def run_local(environ: Mapping[str, str], options: Mapping[str, object]) -> int:
@@ -493,6 +532,21 @@ def run_local(environ: Mapping[str, str], options: Mapping[str, object]) -> int:
             kind += "; watching it: a saved change loads the model again"
         if settings.async_output_path:
             kind += f"; asynchronous inference writes to {settings.async_output_path}"
+        if settings.inference_components:
+            names = ", ".join(
+                f"{name} ({key})" for name, key in settings.inference_components.items()
+            )
+            kind += f"; inference components {names}"
+        if settings.serverless:
+            kind += (
+                f"; serverless: {memory_mb(settings)} MB, at most "
+                f"{max_concurrency(settings)} invocations at once, 4 MB bodies, no GPU"
+            )
+        if settings.data_capture:
+            kind += (
+                f"; capturing {settings.data_capture_percent}% of invocations to "
+                f"{settings.data_capture}"
+            )
         print(
             f"\nscorer local: endpoint {settings.endpoint_name!r} is ready at {url} "
             f"({kind}).\nInvoke it with:\n\n"

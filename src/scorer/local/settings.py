@@ -23,6 +23,9 @@ Environment variables (the ``scorer local`` options override them):
                                     (``NotificationConfig.ErrorTopic``)
 ==================================  =======================================================
 
+Data capture (:mod:`scorer.local.capture`), inference components and serverless limits
+(:mod:`scorer.local.serverless`) are set by ``scorer local`` options only.
+
 The model cache's own variables (``SCORER_MODEL_PREFIX``, ``SCORER_CACHE_*``) are read by
 :func:`scorer.cache.settings.load_cache_settings`.
 """
@@ -48,6 +51,10 @@ from scorer.config import LOCAL_PORT as PORT
 from scorer.config import LOCAL_WATCH as WATCH
 from scorer.errors import ConfigError
 from scorer.local.notifications import TOPIC_ARN
+from scorer.local.serverless import (
+    SERVERLESS_PAYLOAD_LIMIT,
+    check_serverless,
+)
 
 DEFAULT_ENDPOINT_NAME = "scorer-local"
 DEFAULT_VARIANT = "AllTraffic"
@@ -57,6 +64,8 @@ LOCAL_REGION = "us-east-1"
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _S3_PATH = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 DEFAULT_ASYNC_MAX_CONCURRENCY = 4
+_COMPONENT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # InferenceComponentName
+MAX_CAPTURE_CONTENT_TYPES = 10  # CaptureContentTypeHeader: 1-10 of each kind
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,16 @@ class LocalSettings:
         async_success_topic: an SNS topic ARN each async success is published to (None:
             none; :mod:`scorer.local.notifications`).
         async_error_topic: an SNS topic ARN each async failure is published to.
+        data_capture: a directory or ``s3://bucket/prefix`` that capture records go under
+            (DataCaptureConfig's ``DestinationS3Uri``; None: no capture).
+        data_capture_percent: ``InitialSamplingPercentage``, 0-100.
+        capture_csv_content_types: ``CaptureContentTypeHeader.CsvContentTypes``.
+        capture_json_content_types: ``CaptureContentTypeHeader.JsonContentTypes``.
+        inference_components: component name -> archive key under the model prefix; when
+            set, the endpoint hosts inference components and ``InferenceComponentName``
+            picks the model.
+        serverless_memory_mb: serverless: ``MemorySizeInMB`` (1024-6144, steps of 1024).
+        serverless_max_concurrency: serverless: ``MaxConcurrency`` (1-200).
     """
 
     endpoint_name: str = DEFAULT_ENDPOINT_NAME
@@ -108,6 +127,13 @@ class LocalSettings:
     async_max_concurrency: int = DEFAULT_ASYNC_MAX_CONCURRENCY
     async_success_topic: str | None = None
     async_error_topic: str | None = None
+    data_capture: str | None = None
+    data_capture_percent: int = 100
+    capture_csv_content_types: tuple[str, ...] = ()
+    capture_json_content_types: tuple[str, ...] = ()
+    inference_components: Mapping[str, str] = field(default_factory=dict)
+    serverless_memory_mb: int | None = None
+    serverless_max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if not _ENDPOINT_NAME.match(self.endpoint_name):
@@ -162,6 +188,60 @@ class LocalSettings:
             raise ConfigError(
                 f"--async-max-concurrency must be 1 to 1000, got {self.async_max_concurrency}"
             )
+        self._check_capture()
+        self._check_components()
+        if self.serverless:
+            check_serverless(self)
+
+    def _check_capture(self) -> None:
+        capture = self.data_capture
+        if capture is not None and capture.startswith("s3:") and not _S3_PATH.match(capture):
+            raise ConfigError(
+                f"--data-capture must be a directory or an s3://bucket/prefix path, got {capture!r}"
+            )
+        if capture is not None and "://" not in capture and Path(capture).is_file():
+            raise ConfigError(f"--data-capture must be a directory, not the file {capture}")
+        if not 0 <= self.data_capture_percent <= 100:
+            raise ConfigError(
+                f"--data-capture-percent must be 0 to 100, got {self.data_capture_percent}"
+            )
+        for option, types in (
+            ("--capture-csv-content-type", self.capture_csv_content_types),
+            ("--capture-json-content-type", self.capture_json_content_types),
+        ):
+            if types and self.data_capture is None:
+                raise ConfigError(f"{option} needs --data-capture")
+            if len(types) > MAX_CAPTURE_CONTENT_TYPES:
+                raise ConfigError(
+                    f"{option} may be given at most {MAX_CAPTURE_CONTENT_TYPES} times"
+                )
+
+    def _check_components(self) -> None:
+        if not self.inference_components:
+            return
+        if not self.multi_model:
+            raise ConfigError(
+                "--inference-component needs --model-prefix: each component serves one "
+                "archive under the prefix"
+            )
+        for name, key in self.inference_components.items():
+            if not _COMPONENT_NAME.match(name):
+                raise ConfigError(
+                    f"{name!r} is not a valid inference component name "
+                    "(letters, digits and hyphens, at most 63)"
+                )
+            if not key:
+                raise ConfigError(f"inference component {name}: no archive given")
+
+    @property
+    def serverless(self) -> bool:
+        """Whether serverless limits apply (``--serverless-*`` given)."""
+        return self.serverless_memory_mb is not None or self.serverless_max_concurrency is not None
+
+    @property
+    def payload_limit(self) -> int:
+        """The largest request (and, serverless, response) body, in bytes."""
+        return SERVERLESS_PAYLOAD_LIMIT if self.serverless else self.max_payload_bytes
 
     @property
     def multi_model(self) -> bool:
