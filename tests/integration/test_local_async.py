@@ -16,43 +16,24 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from scorer.local.asynchronous import split_s3_uri
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
-from scorer.modelserver.ports import free_loopback_port
 from tests.support.models import creative_model_dir, image_bytes
-from tests.support.waiting import wait_for
+from tests.support.s3 import s3_bucket, s3_object, written_object
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 BUCKET = "async-inference"
 OUTPUT = f"s3://{BUCKET}/results/"
 FAILURES = f"s3://{BUCKET}/failures/"
-AWS = {
-    "AWS_ACCESS_KEY_ID": "x",
-    "AWS_SECRET_ACCESS_KEY": "x",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    port = free_loopback_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {**AWS, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"}.items():
-            patch.setenv(key, value)  # the emulator's boto3 finds S3 the standard way
-        client = boto3.session.Session().client("s3")
-        client.create_bucket(Bucket=BUCKET)
-        try:
-            yield client
-        finally:
-            server.stop()
+    with s3_bucket(BUCKET) as client:  # the emulator's boto3 finds S3 the standard way
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -71,22 +52,6 @@ def url(s3: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def _object(s3: Any, uri: str) -> bytes | None:
-    bucket, key = split_s3_uri(uri)
-    try:
-        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
-    return body
-
-
-def _written(s3: Any, uri: str) -> bytes:
-    wait_for(lambda: _object(s3, uri) is not None, 120, f"{uri} to be written")
-    body = _object(s3, uri)
-    assert body is not None
-    return body
-
-
 def test_success_writes_the_models_answer_to_the_output_location(runtime: Any, s3: Any) -> None:
     creative = image_bytes("JPEG", seed=3)
     s3.put_object(Bucket=BUCKET, Key="inputs/creative-3.jpg", Body=creative)
@@ -101,13 +66,13 @@ def test_success_writes_the_models_answer_to_the_output_location(runtime: Any, s
     assert response["InferenceId"] == "creative-3"
     assert response["OutputLocation"] == f"{OUTPUT}creative-3.out"
     assert response["FailureLocation"] == f"{FAILURES}creative-3-error.out"
-    written = json.loads(_written(s3, response["OutputLocation"]))
+    written = json.loads(written_object(s3, response["OutputLocation"]))
     direct = runtime.invoke_endpoint(
         EndpointName="creatives-async", ContentType="image/jpeg", Body=creative
     )
     assert written == json.loads(direct["Body"].read())
     assert written["model"] == "solo" and set(written["scores"][0]) == {"appeal"}
-    assert _object(s3, response["FailureLocation"]) is None
+    assert s3_object(s3, response["FailureLocation"]) is None
 
 
 def test_an_inline_body_and_a_generated_inference_id(runtime: Any, s3: Any) -> None:
@@ -117,7 +82,8 @@ def test_an_inline_body_and_a_generated_inference_id(runtime: Any, s3: Any) -> N
     inference_id = response["InferenceId"]
     assert len(inference_id) == 36  # a UUID, as the platform generates
     assert response["OutputLocation"] == f"{OUTPUT}{inference_id}.out"
-    assert set(json.loads(_written(s3, response["OutputLocation"]))["scores"][0]) == {"appeal"}
+    answer = json.loads(written_object(s3, response["OutputLocation"]))
+    assert set(answer["scores"][0]) == {"appeal"}
 
 
 def test_a_model_error_is_written_to_the_failure_location(runtime: Any, s3: Any) -> None:
@@ -128,9 +94,9 @@ def test_a_model_error_is_written_to_the_failure_location(runtime: Any, s3: Any)
         ContentType="image/png",
         InferenceId="broken",
     )
-    failure = json.loads(_written(s3, response["FailureLocation"]))
+    failure = json.loads(written_object(s3, response["FailureLocation"]))
     assert failure["type"] == "BadRequestError"  # the model's own 400 answer
-    assert _object(s3, response["OutputLocation"]) is None
+    assert s3_object(s3, response["OutputLocation"]) is None
 
 
 def test_a_missing_input_is_accepted_then_reported_at_the_failure_location(
@@ -144,10 +110,10 @@ def test_a_missing_input_is_accepted_then_reported_at_the_failure_location(
         InferenceId="not-there",
     )
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 202
-    failure = _written(s3, response["FailureLocation"]).decode()
+    failure = written_object(s3, response["FailureLocation"]).decode()
     assert f"Failed to download the input from {missing}" in failure
     assert "NoSuchKey" in failure
-    assert _object(s3, response["OutputLocation"]) is None
+    assert s3_object(s3, response["OutputLocation"]) is None
 
 
 def test_output_path_extension_and_filename(runtime: Any, s3: Any) -> None:
@@ -159,7 +125,7 @@ def test_output_path_extension_and_filename(runtime: Any, s3: Any) -> None:
         Filename="creative-5.json",
     )
     assert response["OutputLocation"] == f"{OUTPUT}campaign-7/creative-5.json"
-    assert json.loads(_written(s3, response["OutputLocation"]))["model"] == "solo"
+    assert json.loads(written_object(s3, response["OutputLocation"]))["model"] == "solo"
 
 
 def test_input_location_and_body_together_are_refused(runtime: Any) -> None:

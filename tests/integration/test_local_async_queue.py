@@ -22,14 +22,13 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
-from scorer.local.asynchronous import AsyncInference, split_s3_uri
+from scorer.local.asynchronous import AsyncInference
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
-from scorer.modelserver.ports import free_loopback_port
 from tests.support.clients import runtime_client
 from tests.support.models import add_code, creative_model_dir, image_bytes
+from tests.support.s3 import FAKE_AWS, moto_server, s3_object, written_object
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -38,7 +37,6 @@ ENDPOINT = "creatives-queue"
 BUCKET = "async-queue"
 OUTPUT = f"s3://{BUCKET}/results/"
 FAILURES = f"s3://{BUCKET}/failures/"
-AWS = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
 LARGE = 24 * 1024 * 1024  # over SageMaker's 6 MB real-time limit, far over the inline body's
 
 GATED = """
@@ -62,12 +60,8 @@ def output_fn(prediction, accept, context):
 @pytest.fixture(scope="module")
 def world() -> Iterator[dict[str, Any]]:
     """A moto server with the bucket, two topics and a queue subscribed to each."""
-    port = free_loopback_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in AWS.items():
+    with moto_server() as endpoint, pytest.MonkeyPatch.context() as patch:
+        for key, value in FAKE_AWS.items():
             patch.setenv(key, value)
         for service in ("S3", "SNS", "SQS"):
             patch.setenv(f"AWS_ENDPOINT_URL_{service}", endpoint)
@@ -88,10 +82,7 @@ def world() -> Iterator[dict[str, Any]]:
                 Attributes={"RawMessageDelivery": "true"},
             )
             topics[kind], queues[kind] = topic, queue
-        try:
-            yield {"s3": s3, "sqs": sqs, "topics": topics, "queues": queues}
-        finally:
-            server.stop()
+        yield {"s3": s3, "sqs": sqs, "topics": topics, "queues": queues}
 
 
 @pytest.fixture(scope="module")
@@ -124,22 +115,6 @@ def endpoint(
             "asynchronous": asynchronous,
             "gates": tmp_path_factory.mktemp("gates"),
         }
-
-
-def _object(s3: Any, uri: str) -> bytes | None:
-    bucket, key = split_s3_uri(uri)
-    try:
-        body: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
-    return body
-
-
-def _written(s3: Any, uri: str) -> bytes:
-    wait_for(lambda: _object(s3, uri) is not None, 120, f"{uri} to be written")
-    body = _object(s3, uri)
-    assert body is not None
-    return body
 
 
 def _notification(world: dict[str, Any], kind: str, inference_id: str) -> dict[str, Any]:
@@ -180,7 +155,7 @@ def test_success_is_published_to_the_success_topic(
         Accept="application/json",
         InferenceId="c11",
     )
-    written = json.loads(_written(world["s3"], response["OutputLocation"]))
+    written = json.loads(written_object(world["s3"], response["OutputLocation"]))
     assert written == {"size": len(creative), "head": creative[:16].hex()}
     message = _notification(world, "success", "c11")
     assert message["invocationStatus"] == "Completed"
@@ -225,13 +200,14 @@ def test_a_request_past_its_ttl_in_the_queue_fails_and_is_published_as_failed(
         )
         now[0] += 61  # a minute and a second in the queue
         gate.touch()
-        assert json.loads(_written(world["s3"], first["OutputLocation"]))["size"] == len(holding)
-        failure = _written(world["s3"], second["FailureLocation"]).decode()
+        answer = json.loads(written_object(world["s3"], first["OutputLocation"]))
+        assert answer["size"] == len(holding)
+        failure = written_object(world["s3"], second["FailureLocation"]).decode()
     finally:
         gate.touch()
         asynchronous.clock = time.monotonic
     assert "expired" in failure and "RequestTTLSeconds (60 s)" in failure
-    assert _object(world["s3"], second["OutputLocation"]) is None
+    assert s3_object(world["s3"], second["OutputLocation"]) is None
     message = _notification(world, "error", "expires")
     assert message["invocationStatus"] == "Failed"
     assert "RequestTTLSeconds (60 s)" in message["failureReason"]
@@ -250,11 +226,11 @@ def test_an_invocation_past_its_timeout_fails(
             InferenceId="too-slow",
             InvocationTimeoutSeconds=1,
         )
-        failure = _written(world["s3"], response["FailureLocation"]).decode()
+        failure = written_object(world["s3"], response["FailureLocation"]).decode()
     finally:
         gate.touch()  # frees the model server's worker for the next test
     assert "InvocationTimeoutSeconds (1 s)" in failure
-    assert _object(world["s3"], response["OutputLocation"]) is None
+    assert s3_object(world["s3"], response["OutputLocation"]) is None
     assert "InvocationTimeoutSeconds" in _notification(world, "error", "too-slow")["failureReason"]
 
 
@@ -269,9 +245,9 @@ def test_a_large_input_reaches_the_model_whole(
         ContentType="application/octet-stream",
         InferenceId="large",
     )
-    written = json.loads(_written(world["s3"], response["OutputLocation"]))
+    written = json.loads(written_object(world["s3"], response["OutputLocation"]))
     assert written == {"size": LARGE, "head": large[:16].hex()}
-    assert _object(world["s3"], response["FailureLocation"]) is None
+    assert s3_object(world["s3"], response["FailureLocation"]) is None
     # and the endpoint is still itself: a small request right after is answered
     small = endpoint["runtime"].invoke_endpoint(
         EndpointName=ENDPOINT, Body=b"still here", ContentType="text/plain"
@@ -325,11 +301,11 @@ def test_the_sagemaker_sdks_async_predictor_gets_the_result(
     )
     assert response.output_path == f"{OUTPUT}sdk-c12.out"
     assert response.failure_path == f"{FAILURES}sdk-c12-error.out"
-    _written(world["s3"], response.output_path)
+    written_object(world["s3"], response.output_path)
     result = response.get_result(WaiterConfig(max_attempts=3, delay=1))
     _join_sdk_waiters()
     assert result == {"size": len(creative), "head": creative[:16].hex()}
-    assert _object(world["s3"], f"s3://{BUCKET}/sdk/c12.jpg") == creative  # uploaded by the SDK
+    assert s3_object(world["s3"], f"s3://{BUCKET}/sdk/c12.jpg") == creative  # uploaded by the SDK
 
 
 def test_the_sagemaker_sdk_raises_the_failure_objects_error(
@@ -347,7 +323,7 @@ def test_the_sagemaker_sdk_raises_the_failure_objects_error(
             initial_args={"InvocationTimeoutSeconds": 1},
             inference_id="sdk-slow",
         )
-        _written(world["s3"], response.failure_path)
+        written_object(world["s3"], response.failure_path)
     finally:
         gate.touch()
     with pytest.raises(AsyncInferenceModelError) as raised:

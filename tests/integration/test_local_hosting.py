@@ -20,19 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from scorer.cache import CacheSettings
 from scorer.local.capture import open_capture
 from scorer.local.runner import LocalEndpoint
 from scorer.local.settings import LocalSettings
 from scorer.models.archive import pack_directory
-from scorer.modelserver.ports import free_loopback_port
 from tests.support.clients import runtime_client
 from tests.support.models import ECHO_SCRIPT, add_code, creative_model_dir, image_bytes
+from tests.support.s3 import s3_bucket
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -41,7 +39,6 @@ BUCKET = "monitoring"
 CAPTURE = f"s3://{BUCKET}/datacapture"
 IC_ENDPOINT = "creatives-ic"
 SERVERLESS_ENDPOINT = "creatives-serverless"
-AWS = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
 LIMIT = 4 * 1024 * 1024
 
 # Echoes the body size; a body "hold:<dir>" makes it wait, mid-request, until <dir>/release
@@ -72,18 +69,8 @@ def output_fn(prediction, accept, context):
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[Any]:
-    port = free_loopback_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in {**AWS, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"}.items():
-            patch.setenv(key, value)  # the emulator's boto3 finds S3 the standard way
-        client = boto3.session.Session().client("s3")
-        client.create_bucket(Bucket=BUCKET)
-        try:
-            yield client
-        finally:
-            server.stop()
+    with s3_bucket(BUCKET) as client:  # the emulator's boto3 finds S3 the standard way
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -26,22 +26,17 @@ import boto3
 import httpx
 import psutil
 import pytest
-from moto.server import ThreadedMotoServer
 
 from scorer.cache import model_hash
 from scorer.models.archive import pack_directory
 from scorer.modelserver.ports import free_loopback_port
 from tests.support.models import creative_model_dir, image_bytes
+from tests.support.s3 import FAKE_AWS, moto_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 BUCKET = "creative-models"
 PREFIX = "endpoints/scorer/"
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "x",
-    "AWS_SECRET_ACCESS_KEY": "x",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
 
 
 @dataclass
@@ -59,13 +54,8 @@ class Running:
 
 @pytest.fixture(scope="module")
 def s3_url() -> Iterator[str]:
-    port = free_loopback_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +94,7 @@ def emulator(
     log = tmp_path_factory.mktemp("cli") / "scorer-local.log"
     env = {
         **os.environ,
-        **CREDENTIALS,
+        **FAKE_AWS,
         "AWS_ENDPOINT_URL_S3": s3_url,
         "SCORER_THREADS_PER_WORKER": "1",
     }

@@ -22,7 +22,6 @@ import boto3
 import httpx
 import psutil
 import pytest
-from moto.server import ThreadedMotoServer
 
 from scorer.cache import model_hash
 from scorer.models.archive import pack_directory
@@ -30,6 +29,7 @@ from scorer.modelserver.ports import free_loopback_port
 from tests.support.metrics import scrape
 from tests.support.models import creative_model_dir, image_bytes
 from tests.support.processes import serving_entrypoint, stop_tree
+from tests.support.s3 import moto_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -40,10 +40,12 @@ PREFIX = "creatives/"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_loopback_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    url = f"http://127.0.0.1:{port}"
+    with moto_server() as url:
+        yield _fill_bucket(url, tmp_path_factory.mktemp("archives"))
+
+
+def _fill_bucket(url: str, build: Path) -> str:
+    """The models of the suite (and two bad archives) in the moto server at ``url``."""
     client = boto3.client(
         "s3",
         endpoint_url=url,
@@ -52,7 +54,6 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         aws_secret_access_key="x",
     )
     client.create_bucket(Bucket=BUCKET)
-    build = tmp_path_factory.mktemp("archives")
     for name, heads in (
         ("market-fr", ("appeal",)),
         ("market-de", ("appeal", "ctr")),
@@ -69,10 +70,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         tar.addfile(info, io.BytesIO(b"x"))
     client.put_object(Bucket=BUCKET, Key=f"{PREFIX}evil.tar.gz", Body=corrupt.getvalue())
     client.put_object(Bucket=BUCKET, Key=f"{PREFIX}garbage.tar.gz", Body=b"not a tar at all")
-    try:
-        yield url
-    finally:
-        moto.stop()
+    return url
 
 
 @pytest.fixture(scope="module")

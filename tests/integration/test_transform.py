@@ -23,18 +23,16 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from scorer.models.archive import pack_directory
-from scorer.modelserver.ports import free_loopback_port
 from tests.support.models import add_code, creative_model_dir, image_bytes
+from tests.support.s3 import FAKE_AWS, moto_server
 from tests.support.servers import external_url, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 IMAGES = {"a.jpg": 1, "b.jpg": 2, "sub/c.jpg": 3}
 BROKEN = "broken.jpg"
-AWS = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-east-1"}
 BUCKET = "transform-jobs"
 RECORDS = 3000
 PADDING = "p" * 700  # 3000 records of about 730 bytes: over 2 MB, so at least 3 requests
@@ -132,13 +130,8 @@ def test_a_corrupt_image_fails_its_file_only_and_the_job_exits_non_zero(
 
 @pytest.fixture(scope="module")
 def s3_env() -> Iterator[dict[str, str]]:
-    port = free_loopback_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield {**AWS, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"}
-    finally:
-        server.stop()
+    with moto_server() as url:
+        yield {**FAKE_AWS, "AWS_ENDPOINT_URL_S3": url}
 
 
 def _s3(env: dict[str, str]) -> Any:
