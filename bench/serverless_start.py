@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -111,11 +112,11 @@ def one_run(archive: Path, body: bytes, work: Path, memory_mb: int | None) -> di
     return {"ping_s": ping, "first_answer_s": first, "warm_s": warm}
 
 
-def scorer_images() -> list[str]:
+def scorer_images(podman: list[str]) -> list[str]:
     """Images ``podman images`` lists whose repository mentions scorer."""
     try:
         listed = subprocess.run(
-            ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+            [*podman, "images", "--format", "{{.Repository}}:{{.Tag}}"],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
@@ -123,15 +124,18 @@ def scorer_images() -> list[str]:
     return [line for line in listed.stdout.split() if "scorer" in line]
 
 
-def container_run(image: str, model_dir: Path, body: bytes) -> dict[str, float]:
-    """``podman run <image> serve`` with the model at /opt/ml/model: seconds to the first
-    ``/ping`` 200 and to the first ``/invocations`` answer."""
+def container_run(
+    podman: list[str], image: str, model_dir: Path, body: bytes, memory_mb: int
+) -> dict[str, float]:
+    """``podman run <image> serve`` with the model at /opt/ml/model and the serverless
+    memory as the container's limit: seconds to the first ``/ping`` 200 and to the first
+    ``/invocations`` answer."""
     port = free_loopback_port()
     name = f"scorer-bench-{port}"
     started = time.monotonic()
     subprocess.run(
-        ["podman", "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
-         "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve"],
+        [*podman, "run", "-d", "--rm", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+         "--memory", f"{memory_mb}m", "-v", f"{model_dir}:/opt/ml/model:ro", image, "serve"],
         check=True, capture_output=True,
     )  # fmt: skip
     try:
@@ -152,7 +156,7 @@ def container_run(image: str, model_dir: Path, body: bytes) -> dict[str, float]:
                 time.sleep(0.05)
         raise RuntimeError(f"the container gave no answer within {LAUNCH_TIMEOUT_S} s")
     finally:
-        subprocess.run(["podman", "stop", "-t", "5", name], capture_output=True, check=False)
+        subprocess.run([*podman, "stop", "-t", "5", name], capture_output=True, check=False)
 
 
 def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -164,6 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--memory-mb", type=int, default=2048)
     parser.add_argument("--image", help="a scorer image to measure too (default: any listed)")
+    parser.add_argument(
+        "--podman",
+        default="podman",
+        help="the podman command, with options: e.g. scripts/container-test's store, "
+        "'podman --root /var/lib/scorer-containers/storage --runroot /run/scorer-containers'",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     options = parser.parse_args(argv)
     body = encode(creative(1080, 1080, seed=1), "JPEG")
@@ -185,12 +195,23 @@ def main(argv: list[str] | None = None) -> int:
             "cold_over_warm": round(medians["first_answer_s"] / medians["warm_s"], 1),
             "real_time_median": _medians(real_time),
         }
-        images = [options.image] if options.image else scorer_images()
+        podman = shlex.split(options.podman)
+        images = [options.image] if options.image else scorer_images(podman)
         if images:
             model_dir = work / "model"
             model_dir.mkdir()
             subprocess.run(["tar", "-xzf", str(archive), "-C", str(model_dir)], check=False)
-            result["container"] = {"image": images[0], **container_run(images[0], model_dir, body)}
+            model_dir.chmod(0o755)  # the container may serve as another user
+            containers = [
+                container_run(podman, images[0], model_dir, body, options.memory_mb)
+                for _ in range(options.runs)
+            ]
+            result["container"] = {
+                "image": images[0],
+                "memory_mb": options.memory_mb,
+                "runs": containers,
+                "median": _medians(containers),
+            }
         else:
             result["container"] = "not measured: podman images lists no scorer image"
     text = json.dumps(result, indent=2)
