@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-import threading
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +29,9 @@ from scorer.local.settings import LocalSettings
 from tests.support.clients import runtime_client
 from tests.support.models import add_code, creative_model_dir, image_bytes
 from tests.support.s3 import FAKE_AWS, moto_server, s3_object, written_object
+from tests.support.sdk import CLIENT as SDK_CLIENT
+from tests.support.sdk import PREFIX as SDK_PREFIX
+from tests.support.sdk import sdk_v2_python
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -111,6 +114,7 @@ def endpoint(
     asynchronous: AsyncInference = local.start().state.asynchronous
     with local.running() as url:
         yield {
+            "url": url,
             "runtime": runtime_client(url),
             "asynchronous": asynchronous,
             "gates": tmp_path_factory.mktemp("gates"),
@@ -255,78 +259,64 @@ def test_a_large_input_reaches_the_model_whole(
     assert json.loads(small["Body"].read())["size"] == len(b"still here")
 
 
-def _sdk_predictor(endpoint: dict[str, Any], json_answers: bool = True) -> Any:
-    """The SageMaker Python SDK's (v2) AsyncPredictor on the emulator: its runtime client is
-    the emulator's, its S3 client moto's (the standard AWS_ENDPOINT_URL_S3)."""
-    pytest.importorskip("sagemaker.predictor_async", reason="the SageMaker Python SDK (v2)")
-    from sagemaker.deserializers import JSONDeserializer, StringDeserializer
-    from sagemaker.predictor import Predictor
-    from sagemaker.predictor_async import AsyncPredictor
-    from sagemaker.serializers import IdentitySerializer
-    from sagemaker.session import Session
-
-    session = Session(
-        boto_session=boto3.session.Session(),
-        sagemaker_runtime_client=endpoint["runtime"],
-        default_bucket=BUCKET,
-    )
-    predictor = Predictor(
-        ENDPOINT,
-        sagemaker_session=session,
-        serializer=IdentitySerializer("image/jpeg"),
-        deserializer=JSONDeserializer() if json_answers else StringDeserializer(),
-    )
-    return AsyncPredictor(predictor)
+def _sdk_client(
+    endpoint: dict[str, Any], tmp_path: Path, body: bytes, name: str, *extra: str
+) -> subprocess.Popen[str]:
+    """``tests/support/sdk_v2_async.py``, a user's program with the SageMaker Python SDK v2's
+    AsyncPredictor, in the SDK's own venv, against the emulator (S3: the environment's moto)."""
+    body_file = tmp_path / f"{name}.body"
+    body_file.write_bytes(body)
+    return subprocess.Popen(
+        [str(sdk_v2_python()), str(SDK_CLIENT),
+         "--runtime-url", endpoint["url"], "--endpoint", ENDPOINT, "--bucket", BUCKET,
+         "--body-file", str(body_file), "--input-path", f"s3://{BUCKET}/sdk/{name}",
+         "--inference-id", f"sdk-{name}", *extra],
+        stdout=subprocess.PIPE, text=True, env=os.environ.copy(),
+    )  # fmt: skip
 
 
-def _join_sdk_waiters() -> None:
-    """get_result() polls the output and the failure path in two threads and returns when
-    one object is there; the other thread polls on (WaiterConfig's attempts): wait for it,
-    so that nothing outlives the test."""
-    for thread in threading.enumerate():
-        if thread.name.endswith(("(check_output_file)", "(check_failure_file)")):
-            thread.join(timeout=60)
-            assert not thread.is_alive()
+def _lines(client: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    """The client's own lines (the SDK prints some of its own)."""
+    out, _ = client.communicate(timeout=180)
+    assert client.returncode == 0, out
+    return [_said(line) for line in out.splitlines() if line.startswith(SDK_PREFIX)]
+
+
+def _said(line: str) -> dict[str, Any]:
+    said: dict[str, Any] = json.loads(line.removeprefix(SDK_PREFIX))
+    return said
 
 
 def test_the_sagemaker_sdks_async_predictor_gets_the_result(
-    world: dict[str, Any], endpoint: dict[str, Any]
+    world: dict[str, Any], endpoint: dict[str, Any], tmp_path: Path
 ) -> None:
-    predictor = _sdk_predictor(endpoint)
-    from sagemaker.async_inference import WaiterConfig
-
     creative = image_bytes("JPEG", seed=12)
-    response = predictor.predict_async(
-        data=creative, input_path=f"s3://{BUCKET}/sdk/c12.jpg", inference_id="sdk-c12"
-    )
-    assert response.output_path == f"{OUTPUT}sdk-c12.out"
-    assert response.failure_path == f"{FAILURES}sdk-c12-error.out"
-    written_object(world["s3"], response.output_path)
-    result = response.get_result(WaiterConfig(max_attempts=3, delay=1))
-    _join_sdk_waiters()
-    assert result == {"size": len(creative), "head": creative[:16].hex()}
+    paths, answer = _lines(_sdk_client(endpoint, tmp_path, creative, "c12.jpg"))
+    assert paths == {
+        "output_path": f"{OUTPUT}sdk-c12.jpg.out",
+        "failure_path": f"{FAILURES}sdk-c12.jpg-error.out",
+    }
+    assert answer == {"result": {"size": len(creative), "head": creative[:16].hex()}}
     assert s3_object(world["s3"], f"s3://{BUCKET}/sdk/c12.jpg") == creative  # uploaded by the SDK
 
 
 def test_the_sagemaker_sdk_raises_the_failure_objects_error(
-    world: dict[str, Any], endpoint: dict[str, Any]
+    world: dict[str, Any], endpoint: dict[str, Any], tmp_path: Path
 ) -> None:
-    predictor = _sdk_predictor(endpoint, json_answers=False)
-    from sagemaker.async_inference import WaiterConfig
-    from sagemaker.exceptions import AsyncInferenceModelError
-
     gate, holding = _gate(endpoint, "sdk-timeout")
     try:
-        response = predictor.predict_async(
-            data=holding,
-            input_path=f"s3://{BUCKET}/sdk/slow.bin",
-            initial_args={"InvocationTimeoutSeconds": 1},
-            inference_id="sdk-slow",
-        )
-        written_object(world["s3"], response.failure_path)
+        client = _sdk_client(
+            endpoint, tmp_path, holding, "slow.bin",
+            "--content-type", "application/octet-stream", "--invocation-timeout", "1", "--text",
+        )  # fmt: skip
+        assert client.stdout is not None
+        line = client.stdout.readline()
+        while line and not line.startswith(SDK_PREFIX):
+            line = client.stdout.readline()
+        paths = _said(line)
+        written_object(world["s3"], paths["failure_path"])
     finally:
         gate.touch()
-    with pytest.raises(AsyncInferenceModelError) as raised:
-        response.get_result(WaiterConfig(max_attempts=3, delay=1))
-    _join_sdk_waiters()
-    assert "InvocationTimeoutSeconds (1 s)" in str(raised.value)
+    (answer,) = _lines(client)
+    assert answer["error"] == "AsyncInferenceModelError", answer
+    assert "InvocationTimeoutSeconds (1 s)" in answer["message"]
