@@ -16,9 +16,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 import httpx
@@ -31,6 +31,7 @@ from tests.support.servers import external_url, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
+K = TypeVar("K")
 IMAGES = {"a.jpg": 1, "b.jpg": 2, "sub/c.jpg": 3}
 BROKEN = "broken.jpg"
 BUCKET = "transform-jobs"
@@ -70,6 +71,26 @@ def transform(
     )
 
 
+def single_invocation_answers(
+    run_dir: Path, model_dir: Path, bodies: Mapping[K, bytes]
+) -> dict[K, Any]:
+    """Each JPEG body's JSON answer from one ``/invocations`` of its own, on a single-model
+    server of ``model_dir``: what a transform job's records must get."""
+    with (
+        running_server(
+            run_dir, {"SAGEMAKER_MULTI_MODEL": "false", "SCORER_MODEL_DIR": str(model_dir)}
+        ) as server,
+        httpx.Client(base_url=server.url, timeout=60) as client,
+    ):
+        return {
+            key: client.post(
+                "/invocations", content=body,
+                headers={"Content-Type": "image/jpeg", "Accept": "application/json"},
+            ).json()
+            for key, body in bodies.items()
+        }  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def image_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     if external_url() is not None:
@@ -88,20 +109,11 @@ def image_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ["--model-dir", str(archive), "--input", str(inputs), "--output", str(output),
          "--content-type", "image/jpeg", "--accept", "application/json"]
     )  # fmt: skip
-    with (
-        running_server(
-            tmp_path_factory.mktemp("run"),
-            {"SAGEMAKER_MULTI_MODEL": "false", "SCORER_MODEL_DIR": str(model_dir)},
-        ) as server,
-        httpx.Client(base_url=server.url, timeout=60) as client,
-    ):
-        single = {
-            name: client.post(
-                "/invocations", content=(inputs / name).read_bytes(),
-                headers={"Content-Type": "image/jpeg", "Accept": "application/json"},
-            ).json()
-            for name in IMAGES
-        }  # fmt: skip
+    single = single_invocation_answers(
+        tmp_path_factory.mktemp("run"),
+        model_dir,
+        {name: (inputs / name).read_bytes() for name in IMAGES},
+    )
     return {"run": run, "output": output, "single": single}
 
 

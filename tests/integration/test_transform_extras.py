@@ -18,14 +18,17 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from scorer.local import recordio
 from scorer.models.archive import pack_directory
-from tests.integration.test_transform import JSONL_SCRIPT, transform
+from tests.integration.test_transform import (
+    JSONL_SCRIPT,
+    single_invocation_answers,
+    transform,
+)
 from tests.support.models import add_code, creative_model_dir, image_bytes
-from tests.support.servers import external_url, running_server
+from tests.support.servers import external_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -55,20 +58,7 @@ def recordio_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
          "--split-type", "RecordIO", "--compression-type", "Gzip",
          "--batch-strategy", "SingleRecord", "--assemble-with", "Line"]
     )  # fmt: skip
-    with (
-        running_server(
-            tmp_path_factory.mktemp("run"),
-            {"SAGEMAKER_MULTI_MODEL": "false", "SCORER_MODEL_DIR": str(model_dir)},
-        ) as server,
-        httpx.Client(base_url=server.url, timeout=60) as client,
-    ):
-        single = {
-            seed: client.post(
-                "/invocations", content=image,
-                headers={"Content-Type": "image/jpeg", "Accept": "application/json"},
-            ).json()
-            for seed, image in images.items()
-        }  # fmt: skip
+    single = single_invocation_answers(tmp_path_factory.mktemp("run"), model_dir, images)
     return {"run": run, "output": output, "single": single}
 
 
