@@ -61,10 +61,9 @@ DEFAULT_VARIANT = "AllTraffic"
 """The production variant name SageMaker gives a single-variant endpoint by default."""
 LOCAL_ACCOUNT = "000000000000"
 LOCAL_REGION = "us-east-1"
-_ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # EndpointName, ...
 _S3_PATH = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
 DEFAULT_ASYNC_MAX_CONCURRENCY = 4
-_COMPONENT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")  # InferenceComponentName
 MAX_CAPTURE_CONTENT_TYPES = 10  # CaptureContentTypeHeader: 1-10 of each kind
 
 
@@ -136,7 +135,7 @@ class LocalSettings:
     serverless_max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
-        if not _ENDPOINT_NAME.match(self.endpoint_name):
+        if not _RESOURCE_NAME.match(self.endpoint_name):
             raise ConfigError(
                 f"{self.endpoint_name!r} is not a valid SageMaker endpoint name "
                 "(letters, digits and hyphens, at most 63)"
@@ -225,7 +224,7 @@ class LocalSettings:
                 "archive under the prefix"
             )
         for name, key in self.inference_components.items():
-            if not _COMPONENT_NAME.match(name):
+            if not _RESOURCE_NAME.match(name):  # InferenceComponentName: the same rule
                 raise ConfigError(
                     f"{name!r} is not a valid inference component name "
                     "(letters, digits and hyphens, at most 63)"
