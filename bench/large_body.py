@@ -23,8 +23,7 @@ import httpx
 import psutil
 
 from bench import models
-from scorer.modelserver.ports import free_loopback_port
-from scorer.modelserver.process import ModelServer
+from bench.servers import model_server
 
 _CHUNK = 1 << 20
 
@@ -56,17 +55,15 @@ def measure(megabytes: int) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="scorer-large-body-"))
     archive = models.build_archive("mobilenet_v3_small", "model", work / "build")
     model_dir = models.extract(archive, work / "models", "model")
-    environ = {
-        **os.environ,
-        "SAGEMAKER_BIND_TO_PORT": str(free_loopback_port()),
-        "SCORER_MODEL_DIR": str(model_dir),
-        "SCORER_RUN_DIR": str(work / "run"),
-        "SCORER_MMS_CONFIG": str(work / "run" / "mms.properties"),
-        "SAGEMAKER_MAX_REQUEST_SIZE": str((megabytes + 16) << 20),
-        "SAGEMAKER_MODEL_SERVER_TIMEOUT": "600",
-        "SCORER_EMF": "false",
-    }
-    server = ModelServer.from_environ(environ, bind_address="127.0.0.1")
+    server = model_server(
+        work,
+        {
+            "SCORER_MODEL_DIR": str(model_dir),
+            "SAGEMAKER_MAX_REQUEST_SIZE": str((megabytes + 16) << 20),
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT": "600",
+            "SCORER_EMF": "false",
+        },
+    )
     server.start(output=work / "mms.log")
     peaks = {"java": 0, "worker": 0}
     try:

@@ -8,9 +8,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from scorer.inference.chain import Chain
+from scorer.inference.defaults import CreativeScoringDefaults
 from scorer.models.archive import pack_directory, safe_extract
 from scorer.models.family import build_network
 from scorer.models.spec import ModelSpec
+from scorer.serving.resources import configure_threads
 
 BACKBONES = ("mobilenet_v3_small", "resnet50")
 HEADS = ("appeal", "ctr", "brand_safety")
@@ -85,3 +88,15 @@ def extract(archive: Path, models_root: Path, name: str) -> Path:
     target.parent.mkdir(parents=True)
     safe_extract(archive, target)
     return target
+
+
+def serving_chain(model_dir: Path, threads: int) -> Chain:
+    """The worker's chain for ``model_dir`` in this process, loaded, with a worker's thread
+    budget of ``threads`` for torch and image decoding (the in-process limits)."""
+    pool = configure_threads(threads)
+    defaults = CreativeScoringDefaults(
+        torch.device("cpu"), allow_pickle=False, model_name="x", pool=pool
+    )
+    chain = Chain.for_model_dir(model_dir, defaults)
+    chain.load(model_dir)
+    return chain

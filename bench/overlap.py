@@ -33,10 +33,7 @@ import torch
 from bench import models
 from bench.inputs import payloads
 from scorer.inference.batching import Batcher, BatchRequest, merge, split
-from scorer.inference.chain import Chain
 from scorer.inference.context import RequestContext
-from scorer.inference.defaults import CreativeScoringDefaults
-from scorer.serving.resources import configure_threads
 
 
 def _median_ms(fn: Callable[[], object], reps: int) -> float:
@@ -54,13 +51,8 @@ def measure(backbone: str, batch: int, reps: int) -> dict[str, Any]:
     """The figures above for one model and batch size."""
     work = Path(tempfile.mkdtemp(prefix="scorer-overlap-"))
     model_dir = models.extract(models.build_archive(backbone, "m", work / "b"), work / "m", "m")
-    pool = configure_threads(2)
+    chain = models.serving_chain(model_dir, 2)
     torch.set_num_threads(1)
-    defaults = CreativeScoringDefaults(
-        torch.device("cpu"), allow_pickle=False, model_name="m", pool=pool
-    )
-    chain = Chain.for_model_dir(model_dir, defaults)
-    chain.load(model_dir)
     body = payloads()["jpeg1080"].body
     requests = [
         BatchRequest(body, RequestContext(model_name="m", content_type="image/jpeg"))
@@ -87,7 +79,7 @@ def measure(backbone: str, batch: int, reps: int) -> dict[str, Any]:
         "forward": _median_ms(lambda: chain.predict_fn(merged, chain.model), reps),
     }
     spare.shutdown()
-    pool.close()
+    chain.defaults.pool.close()
     return {
         "model": backbone,
         "batch": batch,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import platform
 import shutil
 import tempfile
@@ -29,15 +28,12 @@ import torch
 
 from bench import inputs, models
 from bench.load import Measurement, PingProbe, call_overhead_us, http_load, in_process, tree_rss
+from bench.servers import model_server
 from scorer.cpus import cpu_count
 from scorer.inference.batching import Batcher, BatchRequest
 from scorer.inference.chain import Chain
 from scorer.inference.context import RequestContext
-from scorer.inference.defaults import CreativeScoringDefaults
-from scorer.modelserver.ports import free_loopback_port
-from scorer.modelserver.process import ModelServer
 from scorer.serving.bounded import BoundedRunner
-from scorer.serving.resources import configure_threads
 
 RESULTS_DIR = Path(__file__).with_name("results")
 
@@ -70,15 +66,9 @@ class Bench:
             "load": {},
             "ratios": {},
         }
-        environ = {
-            **os.environ,
-            "SAGEMAKER_MULTI_MODEL": "true",
-            "SAGEMAKER_BIND_TO_PORT": str(free_loopback_port()),
-            "SCORER_MODELS_ROOT": str(self.models_root),
-            "SCORER_RUN_DIR": str(workdir / "run"),
-            "SCORER_MMS_CONFIG": str(workdir / "run" / "mms.properties"),
-        }
-        self.server = ModelServer.from_environ(environ, bind_address="127.0.0.1")
+        self.server = model_server(
+            workdir, {"SAGEMAKER_MULTI_MODEL": "true", "SCORER_MODELS_ROOT": str(self.models_root)}
+        )
         self.client = httpx.Client(base_url=self.server.url, timeout=300)
 
     def record(self, backbone: str, stack: str, payload: str, m: Measurement) -> None:
@@ -173,13 +163,7 @@ class Bench:
               flush=True)  # fmt: skip
 
     def _chain(self, model_dir: Path) -> Chain:
-        pool = configure_threads(cpu_count())  # the worker's budget: torch and image decoding
-        defaults = CreativeScoringDefaults(
-            torch.device("cpu"), allow_pickle=False, model_name="x", pool=pool
-        )
-        chain = Chain.for_model_dir(model_dir, defaults)
-        chain.load(model_dir)
-        return chain
+        return models.serving_chain(model_dir, cpu_count())  # the worker's budget
 
     def _context(self, payload: str) -> RequestContext:
         p = self.payloads[payload]

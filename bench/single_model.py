@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,23 +19,21 @@ from typing import Any
 from bench import models
 from bench.inputs import payloads
 from bench.load import http_load, tree_rss
-from scorer.modelserver.ports import free_loopback_port
+from bench.servers import model_server
 from scorer.modelserver.process import ModelServer
 
 
 def _serve(model_dir: Path, work: Path, batch_size: int) -> ModelServer:
-    environ = {
-        **os.environ,
-        "SAGEMAKER_BIND_TO_PORT": str(free_loopback_port()),
-        "SAGEMAKER_MULTI_MODEL": "false",
-        "SCORER_MODEL_DIR": str(model_dir),
-        "SCORER_RUN_DIR": str(work / "run"),
-        "SCORER_MMS_CONFIG": str(work / "run" / "mms.properties"),
-        "SCORER_MAX_BATCH_SIZE": str(batch_size),
-        "SCORER_EMF": "false",
-        "SCORER_LOG_FORMAT": "json",
-    }
-    server = ModelServer.from_environ(environ, bind_address="127.0.0.1")
+    server = model_server(
+        work,
+        {
+            "SAGEMAKER_MULTI_MODEL": "false",
+            "SCORER_MODEL_DIR": str(model_dir),
+            "SCORER_MAX_BATCH_SIZE": str(batch_size),
+            "SCORER_EMF": "false",
+            "SCORER_LOG_FORMAT": "json",
+        },
+    )
     server.start(output=work / "mms.log")
     return server
 
