@@ -342,6 +342,13 @@ def local(**options: object) -> None:
     help="Gzip: every input object is gzip, decompressed before it is split.",
 )
 @click.option(
+    "--max-decompressed-mb",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="With Gzip: an object that expands beyond this fails its file (a gzip bomb guard).",
+)
+@click.option(
     "--batch-strategy",
     type=click.Choice(["SingleRecord", "MultiRecord"]),
     help="One record per request, or as many as fit in --max-payload-mb "
@@ -399,6 +406,7 @@ def transform(
     max_concurrent: int | None,
     assemble_with: str,
     compression_type: str,
+    max_decompressed_mb: int,
     input_filter: str | None,
     output_filter: str | None,
     join_source: str,
@@ -423,6 +431,7 @@ def transform(
         assemble_with=assemble_with,
         run_dir=run_dir,
         compression_type=compression_type,
+        max_decompressed_mb=max_decompressed_mb,
         input_filter=input_filter,
         output_filter=output_filter,
         join_source=join_source,

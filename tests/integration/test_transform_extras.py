@@ -3,7 +3,8 @@ them (the command in a subprocess, the real Multi Model Server with scorer's han
 
 * gzip-compressed MXNet RecordIO files of JPEG records, ``SingleRecord``, ``AssembleWith
   Line``, from a model archive: one JSON line per record, in record order, each what a
-  single invocation answers for that image; a file that is not gzip fails alone (exit 1);
+  single invocation answers for that image; a file that is not gzip, and one that expands
+  past ``--max-decompressed-mb``, fail alone (exit 1);
 * JSON lines with ``InputFilter``, ``JoinSource Input`` and ``OutputFilter`` in
   ``MultiRecord`` batches: the model sees only the filtered fields, the output holds the
   kept input field joined with the model's answer, in order;
@@ -34,6 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 PACKS = {"campaign-a.rec.gz": (21, 22, 23), "sub/campaign-b.rec.gz": (24, 25)}
 NOT_GZIP = "plain.rec.gz"
+BOMB = "bomb.rec.gz"
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +53,13 @@ def recordio_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         framed = b"".join(recordio.encode(images[seed]) for seed in seeds)
         (inputs / name).write_bytes(gzip.compress(framed))
     (inputs / NOT_GZIP).write_bytes(recordio.encode(images[21]))  # RecordIO, not gzipped
+    (inputs / BOMB).write_bytes(gzip.compress(bytes(3 * 1024 * 1024)))  # 3 MiB in 3 KiB
     output = tmp_path_factory.mktemp("scores")
     run = transform(
         ["--model-dir", str(archive), "--input", str(inputs), "--output", str(output),
          "--content-type", "image/jpeg", "--accept", "application/json",
          "--split-type", "RecordIO", "--compression-type", "Gzip",
+         "--max-decompressed-mb", "2",
          "--batch-strategy", "SingleRecord", "--assemble-with", "Line"]
     )  # fmt: skip
     single = single_invocation_answers(tmp_path_factory.mktemp("run"), model_dir, images)
@@ -76,14 +80,20 @@ def test_each_recordio_record_is_scored_in_order_as_a_single_invocation(
     assert recordio_job["single"][21] != recordio_job["single"][22]  # the order is visible
 
 
-def test_an_input_that_is_not_gzip_fails_alone(recordio_job: dict[str, Any]) -> None:
+def test_an_input_that_is_not_gzip_or_expands_too_far_fails_alone(
+    recordio_job: dict[str, Any],
+) -> None:
     run: subprocess.CompletedProcess[str] = recordio_job["run"]
     assert run.returncode == 1, run.stderr[-3000:]
-    failed = [line for line in run.stderr.splitlines() if line.startswith("FAILED")]
-    assert len(failed) == 1, run.stderr
-    assert failed[0].startswith(f"FAILED {NOT_GZIP}: not a gzip object (CompressionType Gzip)")
-    assert "2 of 3 input(s) transformed (5 records, 5 requests)" in run.stderr
+    failed = sorted(line for line in run.stderr.splitlines() if line.startswith("FAILED"))
+    assert len(failed) == 2, run.stderr
+    assert failed[0].startswith(
+        f"FAILED {BOMB}: the object expands to more than {2 * 1024 * 1024} bytes"
+    )
+    assert failed[1].startswith(f"FAILED {NOT_GZIP}: not a gzip object (CompressionType Gzip)")
+    assert "2 of 4 input(s) transformed (5 records, 5 requests)" in run.stderr
     assert not (recordio_job["output"] / f"{NOT_GZIP}.out").exists()
+    assert not (recordio_job["output"] / f"{BOMB}.out").exists()
 
 
 def test_json_lines_filtered_joined_and_filtered_again(tmp_path: Path) -> None:

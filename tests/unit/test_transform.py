@@ -154,6 +154,38 @@ def test_gzip_inputs_are_decompressed_before_splitting(tmp_path: Path) -> None:
         transform_file("b.gz", b"1\n2\n", job, SETTINGS, fake_model)
 
 
+def test_a_gzip_object_that_expands_past_the_limit_fails_its_file_without_inflating_it_all(
+    tmp_path: Path,
+) -> None:
+    """A gzip bomb (a few KiB that inflate to far more) fails its file with a message that
+    names the limit; what fits the limit, and a second member, still decompress."""
+    job = TransformJob(
+        model=tmp_path,
+        input="in",
+        output="out",
+        split_type="Line",
+        compression_type="Gzip",
+        max_decompressed_mb=1,
+    )
+    bomb = gzip.compress(b"1\n" * (8 * 1024 * 1024))  # 16 MiB of records, about 16 KiB gzip
+    assert len(bomb) < 64 * 1024
+    with pytest.raises(TransformError, match=r"more than 1048576 bytes .*--max-decompressed-mb"):
+        transform_file("bomb.gz", bomb, job, SETTINGS, fake_model)
+    fits = gzip.compress(b"1\n" * 200_000) + gzip.compress(b"2\n" * 200_000)  # 800,000 bytes
+    _, records, _ = transform_file("fits.gz", fits, job, SETTINGS, fake_model)
+    assert records == 400_000
+    over = gzip.compress(b"1\n" * 300_000) + gzip.compress(b"2\n" * 300_000)  # the 2nd passes it
+    with pytest.raises(TransformError, match="more than 1048576 bytes"):
+        transform_file("over.gz", over, job, SETTINGS, fake_model)
+    with pytest.raises(TransformError, match="not a gzip object"):
+        transform_file("cut.gz", fits[: len(fits) // 3], job, SETTINGS, fake_model)
+
+
+def test_max_decompressed_mb_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--max-decompressed-mb must be at least 1"):
+        TransformJob(model=tmp_path, input="in", output="out", max_decompressed_mb=0)
+
+
 def test_recordio_single_record_sends_each_records_data_multi_record_the_framing(
     tmp_path: Path,
 ) -> None:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gzip
 import logging
 import shutil
 import signal
@@ -68,6 +67,7 @@ DEFAULT_MAX_PAYLOAD_MB = 6
 MAX_PAYLOAD_MB = 100  # the API's largest MaxPayloadInMB, and of MaxConcurrent x MaxPayload
 MODEL_SERVER_START_TIMEOUT = 180.0
 MB = 1024 * 1024
+DEFAULT_MAX_DECOMPRESSED_MB = 1024
 
 
 class TransformError(ScorerError):
@@ -97,6 +97,8 @@ class TransformJob:
         input_filter: ``DataProcessing.InputFilter`` (None: ``$``).
         output_filter: ``DataProcessing.OutputFilter`` (None: ``$``).
         join_source: ``DataProcessing.JoinSource``: ``None`` or ``Input``.
+        max_decompressed_mb: the largest a gzip input object may expand to (scorer's
+            guard against gzip bombs; SageMaker sets none).
     """
 
     model: Path
@@ -114,6 +116,7 @@ class TransformJob:
     input_filter: str | None = None
     output_filter: str | None = None
     join_source: str = "None"
+    max_decompressed_mb: int = DEFAULT_MAX_DECOMPRESSED_MB
 
     def __post_init__(self) -> None:
         if self.split_type not in SPLIT_TYPES:
@@ -136,6 +139,8 @@ class TransformJob:
             raise ConfigError("--batch-strategy MultiRecord needs --split-type Line or RecordIO")
         if self.max_payload_mb is not None and not 0 <= self.max_payload_mb <= MAX_PAYLOAD_MB:
             raise ConfigError(f"--max-payload-mb must be 0 to {MAX_PAYLOAD_MB}")
+        if self.max_decompressed_mb < 1:
+            raise ConfigError("--max-decompressed-mb must be at least 1")
         if self.max_concurrent is not None and self.max_concurrent < 1:
             raise ConfigError("--max-concurrent must be at least 1")
         if (
@@ -178,15 +183,35 @@ class TransformJob:
 # --------------------------------------------------------------------------- records
 
 
-def decompress(data: bytes) -> bytes:
-    """A gzip object's content (``CompressionType Gzip``; concatenated members too).
+def decompress(data: bytes, limit: int) -> bytes:
+    """A gzip object's content (``CompressionType Gzip``; concatenated members too), at
+    most ``limit`` bytes: inflation stops one byte past it, so a gzip bomb costs no more.
 
     Raises:
-        TransformError: it is not gzip.
+        TransformError: it is not gzip (or is cut short), or it expands beyond ``limit``.
     """
+    parts: list[bytes] = []
+    produced = 0
+    pending = data
     try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
+        while True:
+            inflate = zlib.decompressobj(wbits=31)  # one gzip member
+            while not inflate.eof:
+                part = inflate.decompress(pending, limit - produced + 1)
+                produced += len(part)
+                if produced > limit:
+                    raise TransformError(
+                        f"the object expands to more than {limit} bytes when decompressed "
+                        "(a gzip bomb? --max-decompressed-mb raises the limit)"
+                    )
+                parts.append(part)
+                pending = inflate.unconsumed_tail
+                if not pending and not inflate.eof:
+                    raise EOFError("the gzip data ends before its end-of-stream marker")
+            pending = inflate.unused_data
+            if not pending:
+                return b"".join(parts)
+    except (EOFError, zlib.error) as exc:
         raise TransformError(f"not a gzip object (CompressionType Gzip): {exc}") from None
 
 
@@ -481,7 +506,7 @@ def transform_file(
             (the message names its records).
     """
     if job.compression_type == "Gzip":
-        data = decompress(data)
+        data = decompress(data, job.max_decompressed_mb * MB)
     records = split_records(data, job.split_type)
     processing = job.data_processing
     limit = settings.max_payload_mb * MB
