@@ -6,10 +6,14 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import httpx
 import psutil
+
+from scorer.inference.batching import Batcher, BatchRequest
+from scorer.inference.chain import Chain
+from scorer.inference.context import RequestContext
 
 
 @dataclass
@@ -167,6 +171,41 @@ def in_process(
     seconds = time.perf_counter() - started
     cpu = sum(me.cpu_times()[:2]) - cpu_before
     return summarise(label, 1, latencies, 0, seconds, images, cpu)
+
+
+def batched_in_process(
+    label: str,
+    chain: Chain,
+    request: BatchRequest,
+    batch: int,
+    duration: float,
+    warmup: float,
+    images: int,
+) -> Measurement:
+    """The batched limit: the worker's batched path (:class:`Batcher`: ``batch`` copies of
+    ``request`` decoded on the image pool, one forward pass) called in a loop in this
+    process. Requests and images are counted per request; latencies are per call."""
+    batcher = Batcher(chain)
+    requests = [request] * batch
+
+    def run_once() -> None:
+        failed = [o for o in batcher.run(requests) if isinstance(o, BaseException)]
+        if failed:
+            raise failed[0]
+
+    m = in_process(label, run_once, duration, warmup, images)
+    return replace(
+        m,
+        requests=m.requests * batch,
+        rps=round(m.rps * batch, 2),
+        images_per_s=round(m.images_per_s * batch, 2),
+    )
+
+
+def json_request(body: bytes, content_type: str) -> BatchRequest:
+    """A request as the worker gets it, answered as JSON."""
+    context = RequestContext(model_name="x", content_type=content_type, accept="application/json")
+    return BatchRequest(body, context)
 
 
 class PingProbe:

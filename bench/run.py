@@ -19,7 +19,6 @@ import platform
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,19 @@ import httpx
 import torch
 
 from bench import inputs, models
-from bench.load import Measurement, PingProbe, call_overhead_us, http_load, in_process, tree_rss
+from bench.load import (
+    Measurement,
+    PingProbe,
+    batched_in_process,
+    call_overhead_us,
+    http_load,
+    in_process,
+    json_request,
+    tree_rss,
+)
 from bench.servers import model_server
 from scorer.cpus import cpu_count
-from scorer.inference.batching import Batcher, BatchRequest
 from scorer.inference.chain import Chain
-from scorer.inference.context import RequestContext
 from scorer.serving.bounded import BoundedRunner
 
 RESULTS_DIR = Path(__file__).with_name("results")
@@ -165,15 +171,10 @@ class Bench:
     def _chain(self, model_dir: Path) -> Chain:
         return models.serving_chain(model_dir, cpu_count())  # the worker's budget
 
-    def _context(self, payload: str) -> RequestContext:
-        p = self.payloads[payload]
-        return RequestContext(
-            model_name="x", content_type=p.content_type, accept="application/json"
-        )
-
     def limit(self, backbone: str, model_dir: Path, payload: str) -> None:
         chain = self._chain(model_dir)
-        p, ctx = self.payloads[payload], self._context(payload)
+        p = self.payloads[payload]
+        ctx = json_request(p.body, p.content_type).context
         m = in_process(
             f"limit:{payload}",
             lambda: chain.transform(p.body, ctx),
@@ -186,25 +187,13 @@ class Bench:
     def limit_batched(self, backbone: str, model_dir: Path, payload: str, batch: int) -> None:
         """The worker's batched path in this process: ``batch`` requests decoded on the
         image pool and scored in one forward pass per call (latencies are per call)."""
-        batcher = Batcher(self._chain(model_dir))
         p = self.payloads[payload]
-        requests = [BatchRequest(p.body, self._context(payload)) for _ in range(batch)]
-
-        def run_once() -> None:
-            outcomes = batcher.run(requests)
-            failed = [o for o in outcomes if isinstance(o, BaseException)]
-            if failed:
-                raise failed[0]
-
-        m = in_process(f"limit-b{batch}:{payload}", run_once, self.args.duration,
-                       self.args.warmup, p.images)  # fmt: skip
-        per_request = replace(
-            m,
-            requests=m.requests * batch,
-            rps=round(m.rps * batch, 2),
-            images_per_s=round(m.images_per_s * batch, 2),
-        )
-        self.record(backbone, f"limit-b{batch}", payload, per_request)
+        m = batched_in_process(
+            f"limit-b{batch}:{payload}", self._chain(model_dir),
+            json_request(p.body, p.content_type), batch, self.args.duration,
+            self.args.warmup, p.images,
+        )  # fmt: skip
+        self.record(backbone, f"limit-b{batch}", payload, m)
 
     def run(self) -> dict[str, Any]:
         metrics = self.server.start_metrics_server()  # what MMS's /metrics plugin serves
