@@ -21,6 +21,7 @@ delay (``SCORER_MAX_BATCH_DELAY_MS``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -53,6 +54,7 @@ def _batch_size_totals(server: ModelServer) -> tuple[float, float]:
 
 
 def measure(
+    work: Path,
     backbone: str,
     concurrency: list[int],
     batches: list[int],
@@ -61,8 +63,7 @@ def measure(
     delay_ms: int | None = None,
 ) -> list[dict[str, Any]]:
     """The one-core batched limits, then the pinned server at each concurrency (with
-    ``delay_ms`` as the server's batching delay when given)."""
-    work = Path(tempfile.mkdtemp(prefix="scorer-pinned-"))
+    ``delay_ms`` as the server's batching delay when given), with its files under ``work``."""
     root = work / "models"
     model_dir = models.extract(models.build_archive(backbone, "model", work / "build"), root, "m")
     payload = payloads()["jpeg1080"]
@@ -131,16 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-delay-ms", type=int, help="the server's batching delay [scorer's default]"
     )
+    parser.add_argument(
+        "--work", type=Path, help="keep the archives and the server's log here [a temporary folder]"
+    )
     args = parser.parse_args(argv)
     if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
         parser.error(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU}")
-    rows = [
-        row
-        for backbone in args.models
-        for row in measure(
-            backbone, args.concurrency, args.batches, args.duration, args.warmup, args.max_delay_ms
-        )
-    ]
+    with contextlib.ExitStack() as stack:
+        work = args.work or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        rows: list[dict[str, Any]] = []
+        for backbone in args.models:
+            rows += measure(
+                work / backbone, backbone, args.concurrency, args.batches, args.duration,
+                args.warmup, args.max_delay_ms,
+            )  # fmt: skip
     for row in rows:
         print(json.dumps(row))
     print(json.dumps({"ratios": ratios(rows)}))

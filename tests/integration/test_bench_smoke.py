@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import pinned
 from bench.run import main
 
 pytestmark = pytest.mark.integration
@@ -38,3 +39,18 @@ def test_bench_smoke_writes_every_section(tmp_path: Path) -> None:
     assert cost["scraped"]["metrics"]["n"] > 0 and cost["scraped"]["metrics"]["not_200"] == 0
     assert cost["alone"]["ping"]["not_200"] == cost["scraped"]["ping"]["not_200"] == 0
     assert cost["rps_ratio"] > 0
+
+
+def test_the_pinned_bench_runs_and_counts_requests_per_forward_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--models", "mobilenet_v3_small", "--concurrency", "4", "--batches", "2",
+            "--duration", "1", "--warmup", "0.3", "--work", str(tmp_path)]  # fmt: skip
+    assert pinned.main(argv) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    rows, summary = lines[:-1], lines[-1]
+    assert [(r["stack"], r["concurrency"]) for r in rows] == [("limit-b2", 1), ("scorer", 4)]
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in rows)
+    assert 1.0 <= rows[1]["requests_per_forward"] <= 8.0  # read from scorer_batch_size
+    assert summary["ratios"]["mobilenet_v3_small_c4_vs_limit"] > 0
+    assert (tmp_path / "mobilenet_v3_small" / "mms.log").is_file()
