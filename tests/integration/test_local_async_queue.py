@@ -29,9 +29,9 @@ from scorer.local.settings import LocalSettings
 from tests.support.clients import runtime_client
 from tests.support.models import add_code, creative_model_dir, image_bytes
 from tests.support.s3 import FAKE_AWS, moto_server, s3_object, written_object
-from tests.support.sdk import CLIENT as SDK_CLIENT
+from tests.support.sdk import CLIENTS as SDK_CLIENTS
 from tests.support.sdk import PREFIX as SDK_PREFIX
-from tests.support.sdk import sdk_v2_python
+from tests.support.sdk import sdk_python
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -267,7 +267,7 @@ def _sdk_client(
     body_file = tmp_path / f"{name}.body"
     body_file.write_bytes(body)
     return subprocess.Popen(
-        [str(sdk_v2_python()), str(SDK_CLIENT),
+        [str(sdk_python("v2")), str(SDK_CLIENTS["v2"]),
          "--runtime-url", endpoint["url"], "--endpoint", ENDPOINT, "--bucket", BUCKET,
          "--body-file", str(body_file), "--input-path", f"s3://{BUCKET}/sdk/{name}",
          "--inference-id", f"sdk-{name}", *extra],
@@ -320,3 +320,30 @@ def test_the_sagemaker_sdk_raises_the_failure_objects_error(
     (answer,) = _lines(client)
     assert answer["error"] == "AsyncInferenceModelError", answer
     assert "InvocationTimeoutSeconds (1 s)" in answer["message"]
+
+
+def test_the_sagemaker_sdk_v3s_invoke_async_names_where_the_result_is_written(
+    world: dict[str, Any], endpoint: dict[str, Any], tmp_path: Path
+) -> None:
+    """``tests/support/sdk_v3_async.py``: v3's ``Endpoint.invoke_async``, which reaches the
+    emulator through ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, parses its 202 into the inference
+    id and both locations, and the output is there."""
+    creative = image_bytes("JPEG", seed=13)
+    body_file = tmp_path / "c13.jpg"
+    body_file.write_bytes(creative)
+    run = subprocess.run(
+        [str(sdk_python("v3")), str(SDK_CLIENTS["v3"]), "--endpoint", ENDPOINT,
+         "--body-file", str(body_file), "--input-location", f"s3://{BUCKET}/sdk-v3/c13.jpg",
+         "--inference-id", "sdk-v3-c13"],
+        capture_output=True, text=True, timeout=180,
+        env={**os.environ, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": endpoint["url"]},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    answer, result = (_said(line) for line in lines if line.startswith(SDK_PREFIX))
+    assert answer == {
+        "inference_id": "sdk-v3-c13",
+        "output_location": f"{OUTPUT}sdk-v3-c13.out",
+        "failure_location": f"{FAILURES}sdk-v3-c13-error.out",
+    }
+    assert json.loads(result["output"]) == {"size": len(creative), "head": creative[:16].hex()}

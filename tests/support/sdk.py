@@ -1,10 +1,12 @@
-"""The SageMaker Python SDK v2 in a venv of its own, for tests that drive the emulator with it.
+"""The SageMaker Python SDK (v2, and v3's core) in venvs of their own, for tests that drive
+the emulator with it.
 
 sagemaker 2.x pins ``attrs<26`` and ``packaging<25``; scorer's lock has newer ones, so the SDK
-cannot share ``.venv``. :func:`sdk_v2_python` builds ``.venv-sdk-v2`` from
-``requirements/sdk-v2.txt`` (the SDK's own resolved set, pinned) once, reused while that file
-is unchanged, and returns its interpreter; the tests run ``tests/support/sdk_v2_async.py``
-with it, as a user's program would run against the emulator.
+cannot share ``.venv``; v3's ``sagemaker-core`` is kept apart the same way, so that neither
+SDK's pins ever touch scorer's lock. :func:`sdk_python` builds ``.venv-sdk-<version>`` from
+``requirements/sdk-<version>.txt`` (the SDK's own resolved set, pinned) once, reused while that
+file is unchanged, and returns its interpreter; the tests run a client program
+(:data:`CLIENTS`) with it, as a user's program would run against the emulator.
 """
 
 from __future__ import annotations
@@ -16,23 +18,28 @@ import venv
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-REQUIREMENTS = REPO / "requirements" / "sdk-v2.txt"
-VENV = REPO / ".venv-sdk-v2"
-CLIENT = Path(__file__).with_name("sdk_v2_async.py")
-PREFIX = "sdk-client: "  # the client's own output lines (sdk_v2_async.PREFIX)
+CLIENTS = {
+    "v2": Path(__file__).with_name("sdk_v2_async.py"),
+    "v3": Path(__file__).with_name("sdk_v3_async.py"),
+}
+"""The async client program written with each SDK."""
+PREFIX = "sdk-client: "  # the clients' own output lines (their PREFIX)
 
 
-def sdk_v2_python() -> Path:
-    """The interpreter of a venv with the pinned SageMaker SDK v2 (built on first use)."""
-    python = VENV / "bin" / "python"
-    stamp = VENV / ".stamp"
-    want = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+def sdk_python(version: str) -> Path:
+    """The interpreter of a venv with the pinned SageMaker SDK ``version`` (``v2`` or ``v3``),
+    built on first use."""
+    requirements = REPO / "requirements" / f"sdk-{version}.txt"
+    root = REPO / f".venv-sdk-{version}"
+    python = root / "bin" / "python"
+    stamp = root / ".stamp"
+    want = hashlib.sha256(requirements.read_bytes()).hexdigest()
     if python.exists() and stamp.exists() and stamp.read_text() == want:
         return python
-    venv.EnvBuilder(clear=True, with_pip=True).create(VENV)
+    venv.EnvBuilder(clear=True, with_pip=True).create(root)
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         "-r", str(REQUIREMENTS)],
+         "-r", str(requirements)],
         check=True, timeout=600, stdout=sys.stderr,
     )  # fmt: skip
     stamp.write_text(want)
