@@ -32,9 +32,9 @@ from bench.load import (
     batched_in_process,
     call_overhead_us,
     http_load,
+    idle_tree_rss,
     in_process,
     json_request,
-    tree_rss,
 )
 from bench.servers import model_server
 from scorer.cpus import cpu_count
@@ -264,11 +264,11 @@ class Bench:
         pid = self.server.process.pid
         self.register(name, path)
         self.unregister(name)
-        first = tree_rss(pid)
+        first = idle_tree_rss(pid)
         for _ in range(self.args.cycles - 1):
             self.register(name, path)
             self.unregister(name)
-        last = tree_rss(pid)
+        last = idle_tree_rss(pid)
         self.results["load"]["cycles"] = {
             "model": backbone,
             "cycles": self.args.cycles,
