@@ -18,9 +18,10 @@ import torch
 from PIL import Image
 
 from scorer.config import load_config
+from scorer.cpus import cpu_count
 from scorer.errors import UserCodeError
 from scorer.inference import content_types as ct
-from scorer.inference.batching import Batcher, Forward, merge, plan, split
+from scorer.inference.batching import Batcher, Forward, ForwardThreads, merge, plan, split
 from scorer.inference.codecs import ImageBatch, Scores
 from scorer.inference.context import CUSTOM_ATTRIBUTES
 from scorer.inference.user_module import user_batch_hook
@@ -312,6 +313,60 @@ def test_images_beyond_the_forward_limit_take_another_forward(creative: HandlerS
         assert [f.requests for f in last_forwards(creative)] == [(0, 1), (2,)]
     finally:
         creative.batcher = None
+
+
+def test_one_image_passes_run_on_their_thread_count_and_batches_on_the_budget(
+    creative: HandlerService,
+) -> None:
+    """ForwardThreads: a pass of one image (a bare one, or a JSON request of one) gets
+    ``one_image`` torch threads; a pass of several images and a tensor request ``batch``."""
+    assert creative.chain is not None
+    seen: list[tuple[int, int]] = []  # (images in the pass, torch threads during it)
+    network: torch.nn.Module = creative.chain.model.network
+    handle = network.register_forward_hook(
+        lambda m, args, out: seen.append((args[0].shape[0], torch.get_num_threads()))
+    )
+    before = torch.get_num_threads()
+    creative.batcher = Batcher(creative.chain, threads=ForwardThreads(one_image=1, batch=2))
+    try:
+        tensor = mms_request(json.dumps(torch.zeros(1, 3, 64, 64).tolist()), ct.JSON)
+        for batch in [jpeg(JPEGS[0])], [jpeg(JPEGS[1]), jpeg(JPEGS[2])], [json_images(JPEGS[3])]:
+            _, ctx = call(creative, *batch)
+            assert statuses(ctx, len(batch)) == [200] * len(batch)
+        _, ctx = call(creative, tensor)
+        assert statuses(ctx, 1) == [200]
+        assert seen == [(1, 1), (2, 2), (1, 1), (1, 2)]
+    finally:
+        handle.remove()
+        creative.batcher = None
+        torch.set_num_threads(before)
+
+
+def test_a_worker_whose_one_image_pass_keeps_one_thread_batches_on_all_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no thread count configured, the load's probe decides the one-image passes only;
+    the batcher gets both counts (the probe is timing: here it is replaced by its verdict)."""
+    if cpu_count() < 2:
+        pytest.skip("needs 2 CPUs: the thread budget is the CPU count")
+    import scorer.serving.handler_service as handler_module
+
+    monkeypatch.setattr(
+        handler_module, "choose_forward_threads", lambda forward, threads, warm_up_ms: (1, {"x": 1})
+    )
+    before = torch.get_num_threads()
+    try:
+        service = HandlerService(
+            load_config({"SCORER_DEVICE": "cpu", "SCORER_RUN_DIR": str(tmp_path / "run")}),
+            "m", creative_model_dir(tmp_path, "m"), None,
+        )  # fmt: skip
+        service.initialize()
+        assert service.forward_threads == ForwardThreads(one_image=1, batch=cpu_count())
+        _, ctx = call(service, jpeg(JPEGS[0]))
+        assert statuses(ctx, 1) == [200]
+        assert service.batcher is not None and service.batcher.threads is service.forward_threads
+    finally:
+        torch.set_num_threads(before)
 
 
 # --- failures in the shared forward pass --------------------------------------------------------

@@ -69,6 +69,26 @@ class BatchRequest:
 
 
 @dataclass(frozen=True)
+class ForwardThreads:
+    """Torch threads for a forward pass, by what it holds: ``one_image`` for a pass of one
+    image, ``batch`` for more images, a tensor request or the user's ``batch_predict_fn``.
+
+    A small network's one-image pass can be faster and steadier on one thread while its
+    batches still gain from all of them (measured: bench/README.md); the worker measures
+    the one-image case at load (``serving.resources.choose_forward_threads``).
+    """
+
+    one_image: int
+    batch: int
+
+    def apply(self, images: int) -> None:
+        """Set torch's thread count for a forward pass of ``images`` images (0: not images)."""
+        wanted = self.one_image if images == 1 else self.batch
+        if torch.get_num_threads() != wanted:
+            torch.set_num_threads(wanted)
+
+
+@dataclass(frozen=True)
 class Forward:
     """One forward pass: the requests (indexes in the batch) it served and its image count."""
 
@@ -133,11 +153,17 @@ class Batcher:
     """Runs MMS batches of requests through one chain; see the module's docstring."""
 
     def __init__(
-        self, chain: Chain, *, max_images: int = MAX_FORWARD_IMAGES, log_format: str = "json"
+        self,
+        chain: Chain,
+        *,
+        max_images: int = MAX_FORWARD_IMAGES,
+        log_format: str = "json",
+        threads: ForwardThreads | None = None,
     ) -> None:
         self.chain = chain
         self.max_images = max_images
         self.log_format = log_format
+        self.threads = threads  # None: torch's thread count is left as it is
         self.last_forwards: list[Forward] = []
 
     def run(self, requests: Sequence[BatchRequest]) -> list[Outcome]:
@@ -146,6 +172,8 @@ class Batcher:
         outcomes: list[Outcome | None] = [None] * len(requests)
         mode = self.chain.batching
         if mode == "none":
+            if self.threads is not None:
+                self.threads.apply(0)
             for index, request in enumerate(requests):
                 outcomes[index] = _outcome(self.chain.transform, request.body, request.context)
             return _complete(outcomes)
@@ -199,6 +227,9 @@ class Batcher:
         return decoded
 
     def _record(self, items: Sequence[_Decoded], images: int, kind: str) -> None:
+        """Log a forward pass about to run, and give it its torch threads."""
+        if self.threads is not None:
+            self.threads.apply(images)
         forward = Forward(tuple(item.index for item in items), images, kind)
         self.last_forwards.append(forward)
         log_event(

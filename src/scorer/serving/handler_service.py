@@ -46,7 +46,7 @@ from scorer.errors import (
     ScorerError,
 )
 from scorer.events import log_event
-from scorer.inference.batching import Batcher, BatchRequest, Forward, Outcome
+from scorer.inference.batching import Batcher, BatchRequest, Forward, ForwardThreads, Outcome
 from scorer.inference.chain import Chain, Response
 from scorer.inference.context import CUSTOM_ATTRIBUTES, MAX_CUSTOM_ATTRIBUTES, RequestContext
 from scorer.inference.defaults import CreativeScoringDefaults
@@ -153,6 +153,7 @@ class HandlerService:
         self.chain: Chain | None = None
         self.runner = BoundedRunner()
         self.batcher: Batcher | None = None  # the chain's, made on the first request
+        self.forward_threads: ForwardThreads | None = None  # None: torch's count throughout
         self.inflight: InflightCounter | None = None
         self.metrics: ModelMetrics | None = None  # once the model is loaded
         self.stages = _StageTotals()  # each batch's stage times, for its request lines
@@ -224,15 +225,19 @@ class HandlerService:
             **threads_probe,
         )
 
-    def _choose_threads(self, chain: Chain, defaults: CreativeScoringDefaults) -> dict[str, float]:
-        """On the CPU, with no thread count configured: one thread for a model whose
-        threads do not speed up its forward (:func:`choose_forward_threads`); what was
-        measured, for the ``model_loaded`` line."""
+    def _choose_threads(self, chain: Chain, defaults: CreativeScoringDefaults) -> dict[str, Any]:
+        """On the CPU, with no thread count configured: one thread for the one-image
+        forward passes of a model whose threads do not speed them up
+        (:func:`choose_forward_threads`; :attr:`forward_threads` for the batcher); what
+        was measured, for the ``model_loaded`` line."""
         forward = defaults.one_image_forward(chain.model)
         if self.device.type != "cpu" or self.config.threads_per_worker is not None or not forward:
             return {}
-        _, measured = choose_forward_threads(forward, torch.get_num_threads(), chain.warm_up_ms)
-        return measured
+        budget = torch.get_num_threads()
+        one_image, measured = choose_forward_threads(forward, budget, chain.warm_up_ms)
+        if one_image != budget:
+            self.forward_threads = ForwardThreads(one_image=one_image, batch=budget)
+        return {**measured, "one_image_threads": one_image} if measured else {}
 
     def _request_context(self, mms_context: Any, idx: int) -> RequestContext:
         raw = mms_context.get_all_request_header(idx) or {}
@@ -306,7 +311,9 @@ class HandlerService:
         assert self.chain is not None
         started = time.monotonic()
         if self.batcher is None or self.batcher.chain is not self.chain:
-            self.batcher = Batcher(self.chain, log_format=self.config.log_format)
+            self.batcher = Batcher(
+                self.chain, log_format=self.config.log_format, threads=self.forward_threads
+            )
         requests = [
             BatchRequest(_body(item), self._request_context(mms_context, idx))
             for idx, item in enumerate(batch)

@@ -80,20 +80,23 @@ MIN_THREAD_SPEEDUP = 1.25  # what the worker's threads must gain over one to be 
 def choose_forward_threads(
     forward: Callable[[], object], threads: int, warm_up_ms: float | None, repeats: int = 3
 ) -> tuple[int, dict[str, float]]:
-    """How many torch threads the model's forward pass gets: ``threads``, or 1 when a
-    one-image forward is fast and ``threads`` barely speed it up (measured here, best of
-    ``repeats`` each way).
+    """How many torch threads the model's one-image forward pass gets: ``threads``, or 1
+    when it is fast and ``threads`` barely speed it up (measured here, best of ``repeats``
+    each way). Forward passes of more images keep ``threads``
+    (:class:`~scorer.inference.batching.ForwardThreads`).
 
-    A small network's operators are too short to split well: its extra threads mostly wait
-    at each operator's end, then spin, taking the cores from the model server's frontend
-    and the image decoding; measured on 2 cores, mobilenet_v3_small served 1.17x the
-    requests at concurrency 8 with 1 thread, and its p99 at concurrency 1 fell from 2.35x
-    to 1.33x its p50 (bench/README.md). A model whose warm-up took ``PROBE_BELOW_MS`` or
-    more is not probed: its threads pay (resnet50: 63 ms with 2 threads, 111 ms with 1),
-    and the probe would lengthen its cold start (by 0.55 s for resnet50; 36 ms for
+    A small network's operators are too short to split well: on one image its extra
+    threads mostly wait at each operator's end, then spin, taking the cores from the model
+    server's frontend and the image decoding; measured on 2 cores, mobilenet_v3_small's p99
+    at concurrency 1 fell from 2.35x to 1.33x its p50 with 1 thread, while its batches
+    still gain from both (1.15x the requests at concurrency 16, 1.43x the images of JSON
+    batches of 8; bench/README.md). A model whose warm-up took ``PROBE_BELOW_MS`` or more
+    is not probed: its threads pay (resnet50: 63 ms with 2 threads, 111 ms with 1), and
+    the probe would lengthen its cold start (by 0.55 s for resnet50; 36 ms for
     mobilenet_v3_small). ``warm_up_ms``: how long the model's warm-up (one such forward,
     with lazy initialisation) took, or None if it had none.
-    Returns the threads (torch is left set to them) and what was measured (ms).
+    Returns the threads for one image and what was measured (ms); torch is left at
+    ``threads``.
     """
     import torch
 
@@ -110,8 +113,8 @@ def choose_forward_threads(
         return min(timings)
 
     many, one = best_ms(threads), best_ms(1)
+    torch.set_num_threads(threads)
     chosen = threads if one >= MIN_THREAD_SPEEDUP * many else 1
-    torch.set_num_threads(chosen)
     return chosen, {"forward_ms_threads": round(many, 2), "forward_ms_1_thread": round(one, 2)}
 
 
