@@ -230,6 +230,7 @@ class HandlerService:
         forward passes of a model whose threads do not speed them up
         (:func:`choose_forward_threads`; :attr:`forward_threads` for the batcher); what
         was measured, for the ``model_loaded`` line."""
+        self.forward_threads = None
         forward = defaults.one_image_forward(chain.model)
         if self.device.type != "cpu" or self.config.threads_per_worker is not None or not forward:
             return {}
