@@ -14,6 +14,7 @@ import psutil
 from scorer.inference.batching import Batcher, BatchRequest
 from scorer.inference.chain import Chain
 from scorer.inference.context import RequestContext
+from scorer.modelserver.workers import served_models
 
 
 @dataclass
@@ -53,27 +54,12 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def _has_model_workers(pid: int) -> bool:
-    """Whether a model worker (MMS's ``model_service_worker``) still runs under ``pid``."""
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return False
-    for child in children:
-        try:
-            if "model_service_worker" in " ".join(child.cmdline()):
-                return True
-        except psutil.Error:
-            continue
-    return False
-
-
 def idle_tree_rss(pid: int, timeout: float = 30.0) -> int:
     """RSS of a server's process tree once no model worker is left in it (within
     ``timeout`` s). An unloaded model's worker exits a moment after ``DELETE /models``
     answers: sampled at once, the tree holds it (about 400 MB) or not, by chance."""
     deadline = time.monotonic() + timeout
-    while _has_model_workers(pid) and time.monotonic() < deadline:
+    while served_models(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     return tree_rss(pid)
 
