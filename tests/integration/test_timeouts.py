@@ -13,7 +13,6 @@ loads its own model, so none depends on another's abandoned request or on the or
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 from scorer.modelserver import load_failures
 from tests.support.models import add_code, torchscript_model_dir
 from tests.support.servers import load, running_server
+from tests.support.waiting import until_answered
 
 pytestmark = pytest.mark.integration
 
@@ -145,22 +145,14 @@ def test_two_overrunning_requests_restart_the_worker_and_it_serves_again(
     assert _post(client, "sleepy-twice", b"slow").status_code == 504
     assert _post(client, "sleepy-twice", b"slow").status_code == 504  # both threads now busy
     assert _finished_slow_requests(model_dir) == []
-    statuses: list[int | str] = []
-    deadline = time.monotonic() + 120  # a bound on waiting for the restart, not a measurement
-    while time.monotonic() < deadline:
-        try:
-            # MMS 1.1.11 can lose a request sent just as it reconnects the restarted worker
-            # (seen once, on a loaded machine; docs/reliability.md): ask again, as a client
-            # with a timeout would
-            response = client.post("/models/sleepy-twice/invoke", content=b"fast", timeout=15)
-        except httpx.TimeoutException:
-            statuses.append("timeout")
-            continue
-        statuses.append(response.status_code)
-        if response.status_code == 200:
-            break
-        time.sleep(0.5)
+    statuses, response = until_answered(  # a bound on waiting for the restart, not a measurement
+        lambda timeout: client.post(
+            "/models/sleepy-twice/invoke", content=b"fast", timeout=timeout
+        ),
+        120,
+    )
     assert statuses[-1] == 200, statuses
+    assert response is not None
     assert response.json()["pid"] != first_worker  # a fresh worker serves
 
 

@@ -23,6 +23,7 @@ from scorer.modelserver.process import ModelServer
 from scorer.modelserver.workers import worker_processes
 from tests.support.models import creative_model_dir, image_bytes
 from tests.support.servers import load, running_server
+from tests.support.waiting import until_answered
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +34,15 @@ def _workers(server: ModelServer, name: str) -> list[psutil.Process]:
     return worker_processes(server.process.pid, name)
 
 
-def _scores(client: httpx.Client, name: str) -> httpx.Response:
+def _scores(
+    client: httpx.Client, name: str, timeout: float | None = None
+) -> httpx.Response:
+    """A JPEG scored by ``name``; ``timeout``: this request's own (None: the client's)."""
     return client.post(
-        f"/models/{name}/invoke", content=image_bytes(), headers={"Content-Type": "image/jpeg"}
+        f"/models/{name}/invoke",
+        content=image_bytes(),
+        headers={"Content-Type": "image/jpeg"},
+        timeout=httpx.USE_CLIENT_DEFAULT if timeout is None else timeout,
     )
 
 
@@ -101,14 +108,8 @@ def test_a_killed_forked_worker_is_restarted(
     assert serving
     for worker in serving:
         os.kill(worker.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    status = 0
-    while time.monotonic() < deadline:
-        status = _scores(client, "z3").status_code
-        if status == 200:
-            break
-        time.sleep(0.5)
-    assert status == 200
+    statuses, _ = until_answered(lambda timeout: _scores(client, "z3", timeout), 60)
+    assert statuses[-1] == 200, statuses
     assert _scores(client, "z1").status_code == 200  # the neighbour never noticed
 
 
