@@ -9,7 +9,6 @@ abandons with the old registration (503) instead of leaving them unanswered.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -20,6 +19,7 @@ from scorer.modelserver.workers import worker_processes
 from tests.support.models import creative_model_dir, image_bytes
 from tests.support.processes import serving_entrypoint
 from tests.support.servers import load, server_environ
+from tests.support.waiting import until_answered
 
 pytestmark = pytest.mark.integration
 
@@ -78,13 +78,13 @@ def test_a_model_whose_processes_all_died_is_registered_again(tmp_path: Path) ->
         if status != 200:
             assert status == 503 and "was restarted" in text, (status, text)
 
-        outcomes = []
-        deadline = time.monotonic() + RECOVERY_BOUND
-        while time.monotonic() < deadline:
-            outcomes.append(_invoke(client, "victim"))
-            if outcomes[-1] == 200:
-                break
-            time.sleep(0.5)
+        outcomes, _ = until_answered(
+            lambda timeout: client.post(
+                "/models/victim/invoke", content=image_bytes(),
+                headers={"Content-Type": "image/jpeg"}, timeout=timeout,
+            ),
+            RECOVERY_BOUND,
+        )  # fmt: skip
         assert outcomes[-1] == 200, outcomes
         assert _invoke(client, "kept") == 200  # the neighbour was never touched
         assert {p.pid for p in worker_processes(server_pid, "victim")}.isdisjoint(

@@ -28,11 +28,12 @@ def until_answered(
     send: Callable[[float], httpx.Response], timeout: float
 ) -> tuple[list[int | str], httpx.Response | None]:
     """Call ``send(per_request_timeout)`` until it answers 200 or ``timeout`` s pass, as a
-    client with a timeout would; the statuses seen ("timeout" for a request never
-    answered) and the last response.
+    client that retries would; the statuses seen ("timeout" for a request never answered,
+    an exception's name for a connection the server dropped) and the last response.
 
     Used after a worker restart: MMS 1.1.11 can lose a request sent just as it reconnects
-    the restarted worker (docs/reliability.md), so such a request is asked again.
+    the restarted worker, or reset its connection (docs/reliability.md), so such a
+    request is asked again.
     """
     statuses: list[int | str] = []
     response: httpx.Response | None = None
@@ -42,6 +43,10 @@ def until_answered(
             response = send(15.0)
         except httpx.TimeoutException:
             statuses.append("timeout")
+            continue
+        except httpx.TransportError as exc:
+            statuses.append(type(exc).__name__)
+            time.sleep(0.5)
             continue
         statuses.append(response.status_code)
         if response.status_code == 200:
